@@ -1,0 +1,19 @@
+# The two commands of the README:
+#   make demo   install, then run the whole chain that exists on embedded synthetic data (CPU)
+#   make test   install, then run the test suite (CPU; GPU tests skip without a GPU)
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test lint
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	$(PY) launch/demo.py
+
+test: setup
+	$(PY) -m pytest -q -n 2 --timeout 900 tests
+
+lint: setup
+	$(PY) -m flake8 keyvid launch data_prep tests

@@ -1,0 +1,99 @@
+"""DDIM sampling with multimodal guidance, as upstream KeyVID's inference (scripts/generation.sh).
+
+Upstream's inference settings: 90 DDIM steps (paper Appendix F), ``uniform_trailing`` timesteps,
+``--ddim_eta 1.0``, guidance rescale 0.7, s_txt 7.5, s_img 2.0, s_aud 7.5. We take eta = 1.0 as the
+default because that is what upstream's generation script (and DynamiCrafter's scripts/run.sh) runs.
+
+diffusers' ``DDIMScheduler`` supplies the tables and the trailing timesteps. The update itself is
+written here because ``DDIMScheduler.step`` cannot express upstream's sampler:
+  * it takes the previous timestep as ``t - T // steps``; with trailing spacing and a step count that
+    does not divide T (90 of 1000) the actual next timestep is sometimes 12 below, not 11, and
+    upstream (lvdm/models/samplers/ddim_multiplecond.py) uses the actual next timestep;
+  * DynamiCrafter's dynamic rescale multiplies the predicted x0 by scale(t_prev) / scale(t) between
+    the prediction and the update, and ``step`` exposes no hook there.
+Where the two coincide (step count dividing T, no dynamic rescale) the update equals
+``DDIMScheduler.step`` exactly (tests/diffusion/test_sampling.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from keyvid.diffusion.guidance import GuidanceScales, guided_v
+from keyvid.diffusion.schedule import Conditioning, Denoiser, DiffusionSchedule
+
+
+def ddim_timesteps(schedule: DiffusionSchedule, steps: int) -> list[int]:
+    """Descending trailing timesteps (999, 988, ..., 10 for 90 steps), from diffusers."""
+    scheduler = schedule.ddim_scheduler()
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps.tolist()
+
+
+def ddim_step(
+    schedule: DiffusionSchedule,
+    v: torch.Tensor,
+    t: int,
+    t_prev: int | None,
+    x_t: torch.Tensor,
+    eta: float,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One DDIM update (Song et al. 2021, Eq. 12) from a v-prediction; ``t_prev=None`` on the last step.
+
+    On the last step upstream's "previous" alpha_bar is ``alphas_cumprod[0]`` (not 1) and its dynamic
+    rescale factor is scale(t)/scale(t) = 1, so the sample it returns keeps the scale of its smallest
+    timestep (0.9925 at t=10 for 90 steps); we do the same.
+    """
+    ac = schedule.alphas_cumprod
+    a_t = ac[t].item()
+    a_prev = ac[t_prev if t_prev is not None else 0].item()
+    x0 = math.sqrt(a_t) * x_t - math.sqrt(1.0 - a_t) * v
+    eps = math.sqrt(a_t) * v + math.sqrt(1.0 - a_t) * x_t
+    if schedule.dynamic_rescale:
+        scale = schedule.scale_arr
+        x0 = x0 * (scale[t_prev if t_prev is not None else t] / scale[t]).item()
+    sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+    # With eta = 1 at the zero-SNR step this is (1 - a_prev)(1 - eta^2) = 0 up to rounding.
+    direction = math.sqrt(max(1.0 - a_prev - sigma**2, 0.0))
+    x_prev = math.sqrt(a_prev) * x0 + direction * eps
+    if sigma > 0.0:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Denoiser,
+    shape: Sequence[int],
+    cond: Conditioning,
+    null_conds: Mapping[str, torch.Tensor],
+    steps: int = 90,
+    scales: GuidanceScales = GuidanceScales(),
+    guidance_rescale: float = 0.7,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    schedule: DiffusionSchedule | None = None,
+) -> torch.Tensor:
+    """Sample latents "b 4 t h w" of ``shape`` from pure noise with Eq. 4 guidance.
+
+    ``null_conds`` as ``guidance_branches``. ``schedule`` defaults to the training schedule
+    (``DiffusionSchedule()``), whose dynamic rescale the update undoes.
+    """
+    schedule = schedule if schedule is not None else DiffusionSchedule()
+    device, dtype = cond["concat"].device, cond["concat"].dtype
+    x = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype)
+    timesteps = ddim_timesteps(schedule, steps)
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale)
+        noise = randn_tensor(x.shape, generator=generator, device=device, dtype=dtype) if eta > 0 else None
+        x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+    return x

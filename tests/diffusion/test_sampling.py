@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from keyvid.diffusion import (
+    DiffusionSchedule,
+    GuidanceScales,
+    apply_model,
+    combine_branches,
+    ddim_sample,
+    ddim_step,
+    ddim_timesteps,
+    guided_v,
+    rescale_guidance,
+)
+from tests.diffusion.test_schedule import AUDIO_TOKENS, FRAMES, LATENT, TinyDenoiser, make_cond
+
+
+def make_nulls(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    return {
+        "text": torch.randn(1, 77, 1024, generator=generator),
+        "image": torch.randn(1, FRAMES * 16, 1024, generator=generator),
+        "audio": torch.randn(1, FRAMES, AUDIO_TOKENS, 768, generator=generator),
+    }
+
+
+def test_trailing_timesteps_match_upstream_uniform_trailing():
+    schedule = DiffusionSchedule()
+    ts = ddim_timesteps(schedule, 90)
+    # upstream make_ddim_timesteps('uniform_trailing'): round(arange(1000, 0, -1000/90)) - 1
+    expected = [round(1000 - i * 1000 / 90) - 1 for i in range(90)]
+    assert ts == expected and ts[0] == 999 and ts[-1] == 10
+    assert {a - b for a, b in zip(ts, ts[1:])} == {11, 12}
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_step_equals_diffusers_where_they_coincide(eta):
+    # 10 steps divide 1000, so diffusers' t - T // steps is the real next timestep; no dynamic rescale.
+    schedule = DiffusionSchedule(dynamic_rescale=False)
+    scheduler = schedule.ddim_scheduler()
+    scheduler.set_timesteps(10)
+    ts = ddim_timesteps(schedule, 10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 2, 4, 4, generator=g, dtype=torch.float64)
+    for i, t in enumerate(ts):
+        v = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        ours = ddim_step(schedule, v, t, ts[i + 1] if i + 1 < len(ts) else None, x, eta, noise)
+        ref = scheduler.step(v, t, x, eta=eta, variance_noise=noise).prev_sample
+        # At the zero-SNR step with eta = 1 the eps coefficient sqrt(1 - a_prev - sigma^2) is exactly 0;
+        # diffusers takes it in float32 and gets the square root of a rounding residue (~1e-4).
+        atol = 2e-3 if (t == 999 and eta == 1.0) else 1e-5
+        torch.testing.assert_close(ours, ref, atol=atol, rtol=1e-4)
+        x = ours
+
+
+def test_dynamic_rescale_is_undone_step_by_step():
+    schedule = DiffusionSchedule()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 1, 2, 2, generator=g, dtype=torch.float64)
+    v = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    t, t_prev = 500, 200
+    with_rescale = ddim_step(schedule, v, t, t_prev, x, eta=0.0)
+    plain = ddim_step(DiffusionSchedule(dynamic_rescale=False), v, t, t_prev, x, eta=0.0)
+    # x_prev = sqrt(a_prev) x0 * s(t_prev)/s(t) + dir, so the difference is sqrt(a_prev) x0 (ratio - 1).
+    x0 = schedule.predict_x0_from_v(x, torch.tensor([t]), v)
+    ratio = (schedule.scale_arr[t_prev] / schedule.scale_arr[t]).item()
+    expected = schedule.alphas_cumprod[t_prev].sqrt().item() * x0 * (ratio - 1)
+    torch.testing.assert_close(with_rescale - plain, expected)
+
+
+def test_batched_guidance_equals_sequential_eq4():
+    torch.manual_seed(0)
+    model = TinyDenoiser().eval()
+    g = torch.Generator().manual_seed(2)
+    b = 2
+    cond = make_cond(b, g)
+    nulls = make_nulls(g)
+    x = torch.randn(b, 4, FRAMES, LATENT, LATENT, generator=g)
+    t = torch.tensor([900, 400])
+    scales = GuidanceScales(img=2.0, txt=7.5, aud=5.0)
+
+    def with_parts(text, image, audio):
+        context = torch.cat([text, image], dim=1)
+        return dict(cond, context=context, c_audio=audio)
+
+    text, image = cond["context"][:, :77], cond["context"][:, 77:]
+    null_text, null_image = nulls["text"].expand_as(text), nulls["image"].expand_as(image)
+    null_audio = nulls["audio"].expand_as(cond["c_audio"])
+    with torch.no_grad():
+        e_uncond = apply_model(model, x, t, with_parts(null_text, null_image, null_audio))
+        e_img = apply_model(model, x, t, with_parts(null_text, image, null_audio))
+        e_img_txt = apply_model(model, x, t, with_parts(text, image, null_audio))
+        e_full = apply_model(model, x, t, cond)
+        sequential = (
+            e_uncond
+            + scales.img * (e_img - e_uncond)
+            + scales.txt * (e_img_txt - e_img)
+            + scales.aud * (e_full - e_img_txt)
+        )
+        batched = guided_v(model, x, t, cond, nulls, scales, guidance_rescale=0.0)
+    torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(e_img, e_uncond) and not torch.allclose(e_full, e_img_txt)
+
+    calls = []
+    model.register_forward_hook(lambda module, args, kwargs_out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        guided_v(model, x, t, cond, nulls, scales)
+    assert calls == [4 * b]  # one forward over the stacked branches
+
+
+def test_unit_scales_reduce_to_the_conditional_prediction():
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.randn(2, 4, 3, 2, 2, generator=g) for _ in range(4)]
+    torch.testing.assert_close(combine_branches(*parts, GuidanceScales(1.0, 1.0, 1.0)), parts[3])
+
+
+def test_guidance_rescale():
+    g = torch.Generator().manual_seed(4)
+    guided = 3.0 * torch.randn(2, 4, 3, 5, 5, generator=g)
+    conditional = torch.randn(2, 4, 3, 5, 5, generator=g)
+    assert rescale_guidance(guided, conditional, 0.0) is guided
+    full = rescale_guidance(guided, conditional, 1.0)
+    torch.testing.assert_close(full.flatten(1).std(1), conditional.flatten(1).std(1))
+    torch.testing.assert_close(rescale_guidance(guided, conditional, 0.7), 0.7 * full + 0.3 * guided)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ten_step_sample_runs_with_all_branches(eta):
+    torch.manual_seed(0)
+    model = TinyDenoiser().eval()
+    g = torch.Generator().manual_seed(5)
+    cond = make_cond(2, g)
+    nulls = make_nulls(g)
+    shape = (2, 4, FRAMES, LATENT, LATENT)
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    a = ddim_sample(model, shape, cond, nulls, steps=10, eta=eta, generator=torch.Generator().manual_seed(6))
+    b = ddim_sample(model, shape, cond, nulls, steps=10, eta=eta, generator=torch.Generator().manual_seed(6))
+    assert a.shape == shape and torch.isfinite(a).all()
+    torch.testing.assert_close(a, b)
+    assert calls == [8] * 20

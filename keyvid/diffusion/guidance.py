@@ -93,7 +93,7 @@ def guidance_branches(cond: Conditioning, null_conds: Mapping[str, torch.Tensor]
     text, image = cond["context"][:, :n_text], cond["context"][:, n_text:]
     null_text = null_conds["text"].to(text).expand_as(text)
     null_image = null_conds["image"].to(image).expand_as(image)
-    null_audio = null_conds["audio"].to(cond["c_audio"]).expand_as(cond["c_audio"])
+    null_audio = null_conds["audio"].to(cond["audio"]).expand_as(cond["audio"])
     context = torch.cat(
         [
             torch.cat([null_text, null_image], dim=1),
@@ -102,7 +102,7 @@ def guidance_branches(cond: Conditioning, null_conds: Mapping[str, torch.Tensor]
             cond["context"],
         ]
     )
-    c_audio = torch.cat([null_audio, null_audio, null_audio, cond["c_audio"]])
+    audio = torch.cat([null_audio, null_audio, null_audio, cond["audio"]])
 
     def rep(x: torch.Tensor) -> torch.Tensor:
         return x.repeat(4, *([1] * (x.ndim - 1)))
@@ -110,7 +110,7 @@ def guidance_branches(cond: Conditioning, null_conds: Mapping[str, torch.Tensor]
     return Conditioning(
         concat=rep(cond["concat"]),
         context=context,
-        c_audio=c_audio,
+        audio=audio,
         fs=rep(cond["fs"]),
         frame_idx=rep(cond["frame_idx"]),
     )

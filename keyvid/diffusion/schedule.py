@@ -28,14 +28,14 @@ class Conditioning(TypedDict):
     concat:    "b 4 t h w"  latent concatenated to the noisy latent on channels (the repeated first
                frame for the keyframe generator, zero-padded keyframes for the interpolator; Fig. 6).
     context:   "b (77 + t*16) 1024"  text tokens, then 16 projected image tokens per frame.
-    c_audio:   "b t L 768"  ImageBind audio tokens split per frame.
+    audio:   "b t L 768"  ImageBind audio tokens split per frame.
     fs:        "b"  frame-rate condition (int).
     frame_idx: "b t"  index of each generated frame in the full clip (int).
     """
 
     concat: torch.Tensor
     context: torch.Tensor
-    c_audio: torch.Tensor
+    audio: torch.Tensor
     fs: torch.Tensor
     frame_idx: torch.Tensor
 
@@ -49,7 +49,7 @@ class Denoiser(Protocol):
         timesteps: torch.Tensor,
         *,
         context: torch.Tensor,
-        c_audio: torch.Tensor,
+        audio: torch.Tensor,
         fs: torch.Tensor,
         frame_idx: torch.Tensor,
     ) -> torch.Tensor: ...
@@ -60,7 +60,7 @@ def apply_model(model: Denoiser, x_t: torch.Tensor, t: torch.Tensor, cond: Condi
     "hybrid" conditioning key), the rest goes in as keywords."""
     x = torch.cat([x_t, cond["concat"].to(x_t.dtype)], dim=1)
     return model(
-        x, t, context=cond["context"], c_audio=cond["c_audio"], fs=cond["fs"], frame_idx=cond["frame_idx"]
+        x, t, context=cond["context"], audio=cond["audio"], fs=cond["fs"], frame_idx=cond["frame_idx"]
     )
 
 

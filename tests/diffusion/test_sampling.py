@@ -81,11 +81,11 @@ def test_batched_guidance_equals_sequential_eq4():
 
     def with_parts(text, image, audio):
         context = torch.cat([text, image], dim=1)
-        return dict(cond, context=context, c_audio=audio)
+        return dict(cond, context=context, audio=audio)
 
     text, image = cond["context"][:, :77], cond["context"][:, 77:]
     null_text, null_image = nulls["text"].expand_as(text), nulls["image"].expand_as(image)
-    null_audio = nulls["audio"].expand_as(cond["c_audio"])
+    null_audio = nulls["audio"].expand_as(cond["audio"])
     with torch.no_grad():
         e_uncond = apply_model(model, x, t, with_parts(null_text, null_image, null_audio))
         e_img = apply_model(model, x, t, with_parts(null_text, image, null_audio))

@@ -20,10 +20,10 @@ class TinyDenoiser(nn.Module):
         self.audio = nn.Linear(768, width)
         self.out = nn.Conv3d(width, 4, 3, padding=1)
 
-    def forward(self, x, timesteps, *, context, c_audio, fs, frame_idx):
+    def forward(self, x, timesteps, *, context, audio, fs, frame_idx):
         h = self.inp(x)
         emb = self.time(timesteps) + self.fs(fs) + torch.tanh(self.context(context)).mean(1)  # "b c"
-        per_frame = self.frame(frame_idx) + torch.tanh(self.audio(c_audio)).mean(2)  # "b t c"
+        per_frame = self.frame(frame_idx) + torch.tanh(self.audio(audio)).mean(2)  # "b t c"
         h = h + emb[:, :, None, None, None] + per_frame.permute(0, 2, 1)[:, :, :, None, None]
         return self.out(torch.nn.functional.silu(h))
 
@@ -32,7 +32,7 @@ def make_cond(batch: int, generator: torch.Generator) -> Conditioning:
     return Conditioning(
         concat=torch.randn(batch, 4, FRAMES, LATENT, LATENT, generator=generator),
         context=torch.randn(batch, TOKENS, 1024, generator=generator),
-        c_audio=torch.randn(batch, FRAMES, AUDIO_TOKENS, 768, generator=generator),
+        audio=torch.randn(batch, FRAMES, AUDIO_TOKENS, 768, generator=generator),
         fs=torch.randint(1, 30, (batch,), generator=generator),
         frame_idx=torch.randint(0, 48, (batch, FRAMES), generator=generator),
     )
@@ -91,7 +91,7 @@ def test_training_loss_uses_scaled_x0_and_v_target():
     cond = make_cond(2, g)
     seen = {}
 
-    def oracle(x, timesteps, *, context, c_audio, fs, frame_idx):
+    def oracle(x, timesteps, *, context, audio, fs, frame_idx):
         seen["x"] = x
         scaled = x0 * schedule.x0_scale(t).float().view(-1, 1, 1, 1, 1)
         return schedule.v_target(scaled, noise, timesteps)

@@ -1,0 +1,136 @@
+"""Training-step throughput, peak memory and MFU of the 512 keyframe UNet on one GPU.
+
+    python bench/unet_train_step.py --configs "b2-t12,b8-t12-ckpt,b8-t12-ckpt-compile" --out bench_unet.json
+
+Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
+(torch.compile of the UNet), ``eval`` (forward only, no grad). A step is forward + v-loss +
+backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
+weights. FLOPs of one step are counted with torch's FlopCounterMode (matmuls, convs, SDPA);
+MFU = FLOPs / step time / the measured bf16 dense matmul rate (``--peak``, default: measured here).
+"""
+
+import argparse
+import gc
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from keyvid.models.unet import keyframe_unet_512
+
+
+def matmul_peak(n=8192, reps=20):
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def inputs(b, t, device="cuda"):
+    g = torch.Generator(device=device).manual_seed(0)
+    return dict(
+        x=torch.randn(b, 8, t, 40, 64, device=device, generator=g),
+        timesteps=torch.randint(0, 1000, (b,), device=device, generator=g),
+        context=torch.randn(b, 77 + 16 * t, 1024, device=device, generator=g),
+        audio=torch.randn(b, t, 12, 768, device=device, generator=g),
+        fs=torch.full((b,), 6, device=device),
+        frame_idx=torch.arange(t, device=device).expand(b, t) * (48 // t),
+    )
+
+
+def run(spec, peak, steps):
+    parts = spec.split("-")
+    b, t = int(parts[0][1:]), int(parts[1][1:])
+    flags = set(parts[2:])
+    row = {"config": spec, "batch": b, "frames": t}
+    torch.cuda.reset_peak_memory_stats()
+    with torch.device("cuda"):
+        model = keyframe_unet_512()
+    if "ckpt" in flags:
+        model.enable_gradient_checkpointing()
+    fwd = torch.compile(model) if "compile" in flags else model
+    inp = inputs(b, t)
+    target = torch.randn(b, 4, t, 40, 64, device="cuda")
+    train = "eval" not in flags
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if train else None
+
+    def step():
+        if train:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = F.mse_loss(fwd(**inp).float(), target)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                fwd(**inp)
+
+    try:
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        row["first_step_s"] = round(time.perf_counter() - t0, 1)
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / steps
+        row["step_s"] = round(dt, 4)
+        row["clips_per_s"] = round(b / dt, 2)
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        # FLOPs are linear in the batch: count one sample (the counter keeps extra memory alive)
+        one = {k: v[:1] for k, v in inp.items()}
+        with FlopCounterMode(display=False) as fc:
+            if train:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = F.mse_loss(model(**one).float(), target[:1])
+                loss.backward()
+                opt.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    model(**one)
+        flops = fc.get_total_flops() * b
+        row["tflop_per_step"] = round(flops / 1e12, 2)
+        row["mfu_pct"] = round(100 * flops / dt / peak, 1)
+    except torch.OutOfMemoryError:
+        row["error"] = "out of memory"
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    model = fwd = opt = None  # free the GPU memory before the next config
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", default="b2-t12,b8-t12-ckpt")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--peak", type=float, default=None, help="bf16 matmul FLOP/s; default: measure")
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    peak = a.peak or matmul_peak()
+    print(json.dumps({"device": torch.cuda.get_device_name(), "bf16_matmul_tflops": round(peak / 1e12, 1)}), flush=True)
+    rows = []
+    for spec in a.configs.split(","):
+        rows.append(run(spec, peak, a.steps))
+        print(json.dumps(rows[-1]), flush=True)
+    if a.out:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "bf16_matmul_tflops": round(peak / 1e12, 1), "rows": rows}, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

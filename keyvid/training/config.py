@@ -1,0 +1,60 @@
+"""Structured schema for the non-model parts of the training configs (Hydra ConfigStore).
+
+Model configs stay free-form (`_target_` + builder arguments); these dataclasses type-check the
+rest, so a misspelt key in train/optim/data fails at composition, not hours into a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 10000
+    batch_size: int = 8  # per process, per micro-step
+    grad_accum: int = 1
+    mixed_precision: str = "bf16"  # no | bf16 | fp16 (CPU runs fall back to no)
+    save_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 50
+    resume: str = "auto"  # auto | never | <checkpoint path>
+    max_grad_norm: float = 1.0
+    num_workers: int = 4
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # 0 disables EMA
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    scheduler: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name
+    fused: bool = False  # torch's fused AdamW (CUDA only)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    train_shards: str = "???"
+    val_shards: str | None = None
+    num_keyframes: int = 12
+    num_frames: int = 48
+    sampling: str = "keyframe"  # keyframe | uniform | mixed (upstream's mix)
+    keyframe_ratio: float = 1.0  # with sampling=mixed: the share of keyframe samples
+    selection_mode: str = "paper"  # paper | upstream (keyvid/data/keyframes.py)
+    height: int = 320
+    width: int = 512
+    shuffle_buffer: int = 256
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="train", name="schema", node=TrainConfig)
+    cs.store(group="optim", name="schema", node=OptimConfig)
+    cs.store(group="data", name="schema", node=DataConfig)

@@ -1,0 +1,36 @@
+"""Export a trained model as safetensors + the config that rebuilds it (nanoGPT keeps model_args
+in the checkpoint; diffusers writes config.json beside the weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from accelerate import Accelerator
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+
+def export_model(accelerator: Accelerator, model, out_dir: Path, model_cfg: DictConfig) -> Path:
+    """Gather the full state dict (ZeRO-3 included: every rank takes part) and write it on rank 0."""
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        tmp.replace(out_dir / "model.safetensors")
+        (out_dir / "config.json").write_text(json.dumps(OmegaConf.to_container(model_cfg, resolve=True), indent=1))
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def load_exported(path: str | Path):
+    """Rebuild the model from ``config.json`` and load ``model.safetensors``."""
+    path = Path(path)
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"exported model incomplete: {path / name} is missing")
+    model = instantiate(OmegaConf.create(json.loads((path / "config.json").read_text())))
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model

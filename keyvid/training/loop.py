@@ -1,0 +1,94 @@
+"""The training loop shared by the three trainers: accumulation, stepping, logging, saving.
+
+The model-specific part is a ``loss_step(batch) -> (loss, logs)`` closure written in each launch
+script (torchtune's ``_loss_step``); everything here is generic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from keyvid.training.checkpoint import save_checkpoint
+from keyvid.training.state import TrainState
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def train_loop(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    make_batches: Callable[[int], Iterator[dict]],
+    loss_step: Callable[[dict], tuple[torch.Tensor, dict]],
+    state: TrainState,
+    *,
+    max_steps: int,
+    ckpt_dir: Path,
+    save_every: int,
+    keep_last: int = 3,
+    log_every: int = 10,
+    max_grad_norm: float | None = 1.0,
+    ema=None,
+    batch_size: Callable[[dict], int] = lambda b: len(b["key"]),
+    max_nonfinite_in_row: int = 5,
+) -> TrainState:
+    """Run until ``state.step == max_steps``; saves every ``save_every`` steps and at the end.
+
+    ``make_batches(step)`` starts the data stream for a given step. It is restarted after every
+    checkpoint, so a run resumed from step k reads exactly the batches the uninterrupted run read
+    after its step-k save: with model, optimizer and RNG restored, the losses continue unchanged.
+    """
+    model.train()
+    batches = make_batches(state.step)
+    bad_in_row = 0
+    t0, seen0 = time.perf_counter(), state.samples_seen
+    while state.step < max_steps:
+        batch = next(batches)
+        with accelerator.accumulate(model):
+            loss, logs = loss_step(batch)
+            # every rank must agree to skip, or DDP/DeepSpeed collectives would hang
+            finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "mean").item() == 1.0
+            if not finite:
+                state.skipped_nonfinite += 1
+                bad_in_row += 1
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.print(f"non-finite loss at step {state.step} (keys {batch.get('key')}): skipped")
+                if bad_in_row >= max_nonfinite_in_row:
+                    raise NonFiniteLoss(f"{bad_in_row} non-finite losses in a row at step {state.step}; "
+                                        f"the last complete checkpoint in {ckpt_dir} is kept")
+                continue
+            bad_in_row = 0
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and max_grad_norm:
+                logs["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        state.samples_seen += batch_size(batch) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        state.last_loss = accelerator.gather(loss.detach()[None]).mean().item()
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(model).parameters())
+        if state.step % log_every == 0 or state.step == max_steps:
+            dt = time.perf_counter() - t0
+            logs = {"loss": state.last_loss, "lr": lr_scheduler.get_last_lr()[0],
+                    "samples_per_s": (state.samples_seen - seen0) / max(dt, 1e-9), **logs}
+            accelerator.log(logs, step=state.step)
+            accelerator.print(f"step {state.step}/{max_steps} " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}" for k, v in logs.items()))
+        if state.step % save_every == 0 or state.step == max_steps:
+            save_checkpoint(accelerator, ckpt_dir, state.step, keep_last)
+            if state.step < max_steps:
+                batches = make_batches(state.step)
+    return state

@@ -1,0 +1,42 @@
+import itertools
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from keyvid.training.loop import NonFiniteLoss, train_loop
+from keyvid.training.state import TrainState
+
+
+def _run(tmp_path, losses_at, max_steps=4, max_bad=3):
+    acc = Accelerator(cpu=True, log_with=None)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    state = TrainState()
+    calls = itertools.count()
+
+    def loss_step(batch):
+        i = next(calls)
+        loss = model(batch["x"]).pow(2).mean()
+        return (loss * float("nan") if i in losses_at else loss), {}
+
+    def make_batches(step):
+        while True:
+            yield {"x": torch.ones(2, 2), "key": ["a", "b"]}
+
+    train_loop(acc, model, opt, sched, make_batches, loss_step, state, max_steps=max_steps, ckpt_dir=tmp_path,
+               save_every=100, log_every=1, max_nonfinite_in_row=max_bad)
+    return state, model
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
+    state, model = _run(tmp_path, losses_at={1, 2})
+    assert state.step == 4 and state.skipped_nonfinite == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_too_many_nonfinite_in_a_row_abort(tmp_path):
+    with pytest.raises(NonFiniteLoss, match="3 non-finite losses in a row"):
+        _run(tmp_path, losses_at={1, 2, 3})

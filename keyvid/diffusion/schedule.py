@@ -57,11 +57,11 @@ class Denoiser(Protocol):
 
 def apply_model(model: Denoiser, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
     """One denoiser call: the concat condition joins the noisy latent on channels (DynamiCrafter's
-    "hybrid" conditioning key), the rest goes in as keywords."""
+    "hybrid" conditioning key); every other entry of ``cond`` goes in as a keyword, so a training
+    wrapper that projects raw encoder outputs inside its forward (and so under DDP) can take
+    its own keys."""
     x = torch.cat([x_t, cond["concat"].to(x_t.dtype)], dim=1)
-    return model(
-        x, t, context=cond["context"], audio=cond["audio"], fs=cond["fs"], frame_idx=cond["frame_idx"]
-    )
+    return model(x, t, **{k: v for k, v in cond.items() if k != "concat"})
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -34,3 +34,26 @@ def load_exported(path: str | Path):
     model = instantiate(OmegaConf.create(json.loads((path / "config.json").read_text())))
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model
+
+
+def export_denoiser(accelerator: Accelerator, denoiser, out_dir: Path, ema=None) -> Path:
+    """UNet and image projector as diffusers-style folders (``unet/``, ``image_proj/``: config.json +
+    safetensors), with the EMA weights when EMA is on; ``KeyframeUNet.from_pretrained`` reads them.
+
+    The state dict is gathered on every rank (ZeRO-3 needs all of them) and split by prefix, so the
+    unwrapped module's own (possibly partitioned) tensors are never read."""
+    state = accelerator.get_state_dict(denoiser)
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(denoiser)
+        if ema is not None:
+            trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+            state.update({n: p.detach().to(state[n].dtype) for n, p in zip(trainable, ema.shadow_params)})
+        for name in ("unet", "image_proj"):
+            folder = out_dir / name
+            folder.mkdir(parents=True, exist_ok=True)
+            getattr(model, name).save_config(folder)
+            sub = {k[len(name) + 1:]: v.contiguous() for k, v in state.items() if k.startswith(name + ".")}
+            save_file(sub, str(folder / "diffusion_pytorch_model.safetensors.tmp"))
+            (folder / "diffusion_pytorch_model.safetensors.tmp").replace(folder / "diffusion_pytorch_model.safetensors")
+    accelerator.wait_for_everyone()
+    return out_dir

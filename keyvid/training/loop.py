@@ -79,7 +79,7 @@ def train_loop(
         state.step += 1
         state.last_loss = accelerator.gather(loss.detach()[None]).mean().item()
         if ema is not None:
-            ema.step(accelerator.unwrap_model(model).parameters())
+            ema.step([p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad])
         if state.step % log_every == 0 or state.step == max_steps:
             dt = time.perf_counter() - t0
             logs = {"loss": state.last_loss, "lr": lr_scheduler.get_last_lr()[0],

@@ -1,0 +1,182 @@
+"""The parts of the generator and interpolator trainers that are about KeyVID, not about training:
+frozen encoders, the trainable denoiser (UNet + image projector), which parameters train, and
+how a batch becomes latents and conditions (Sections 3.2.2, 3.3; Fig. 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from keyvid.diffusion.guidance import drop_conditions
+from keyvid.models.audio_frontend import SAMPLE_RATE, waveform_to_mel
+from keyvid.models.imagebind_audio import (
+    ImageBindAudio,
+    audio_tokens_per_frame,
+    imagebind_audio,
+    imagebind_audio_huge,
+    load_imagebind_audio,
+)
+from keyvid.models.resampler import Resampler, select_keyframe_tokens
+from keyvid.models.attention import TemporalTransformer
+from keyvid.models.unet import KeyframeUNet, TemporalConvBlock
+
+TRAINABLE = ("full", "upstream")
+
+
+class KeyVIDDenoiser(nn.Module):
+    """UNet + image projector as one module, so DDP/DeepSpeed see every trainable parameter used in
+    one forward. Takes raw encoder outputs and builds the UNet's context itself."""
+
+    def __init__(self, unet: KeyframeUNet, image_proj: Resampler, num_frames: int = 48):
+        super().__init__()
+        self.unet, self.image_proj, self.num_frames = unet, image_proj, num_frames
+
+    def forward(self, x, timesteps, *, text, image, audio, fs, frame_idx, image_idx=None):
+        """x "b 8 t h w"; text "b 77 1024"; image "b n 1280" CLIP tokens; audio "b t L 768";
+        frame_idx "b t" (24 fps grid). Image tokens are taken at ``image_idx`` (default ``frame_idx``)."""
+        tokens = self.image_proj(image)  # "b (48 16) 1024": 16 queries per frame of the 48-frame clip
+        tokens = select_keyframe_tokens(tokens, frame_idx if image_idx is None else image_idx)
+        context = torch.cat([text.to(tokens.dtype), tokens], dim=1)
+        return self.unet(x, timesteps, context=context, audio=audio, fs=fs, frame_idx=frame_idx)
+
+
+def set_trainable(denoiser: KeyVIDDenoiser, mode: str) -> int:
+    """``full``: everything. ``upstream``: what upstream KeyVID trains on top of DynamiCrafter —
+    temporal convolutions and temporal transformers (init_attn included), the image projector, the
+    fps and frame-index embeddings and the new audio parts (audio_proj_2, to_k_ap/to_v_ap, gates).
+    Returns the number of trainable parameters."""
+    if mode not in TRAINABLE:
+        raise ValueError(f"unknown trainable={mode!r}; expected one of {TRAINABLE}")
+    denoiser.requires_grad_(mode == "full")
+    if mode == "upstream":
+        denoiser.image_proj.requires_grad_(True)
+        unet = denoiser.unet
+        for module in unet.modules():
+            if isinstance(module, (TemporalTransformer, TemporalConvBlock)):
+                module.requires_grad_(True)
+        for name, p in unet.named_parameters():
+            if name.startswith(("fps_embedding", "frame_idx", "audio_proj_2", "init_attn")) or any(
+                k in name for k in ("to_k_ap", "to_v_ap", ".beta", "image_scale", "audio_scale")
+            ):
+                p.requires_grad_(True)
+    return sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
+
+
+@dataclass
+class Encoders:
+    """Frozen encoders, outside any ZeRO partitioning (diffusers train_text_to_image.py)."""
+
+    vae: nn.Module
+    clip_text: nn.Module
+    clip_image: nn.Module
+    audio: ImageBindAudio
+
+    def to(self, device, dtype=None):
+        for m in (self.vae, self.clip_text, self.clip_image, self.audio):
+            m.to(device=device, dtype=dtype)
+        return self
+
+
+def build_encoders(cfg) -> Encoders:
+    """``cfg.kind``: ``pretrained`` reads every encoder from a local path (an error names a missing
+    one); ``tiny`` builds seeded random stand-ins so ``debug=tiny`` runs on CPU."""
+    from keyvid.models import encoders as enc
+
+    if cfg.kind == "tiny":
+        torch.manual_seed(0)
+        audio = imagebind_audio(768, 1, 12, out_embed_dim=None)  # the UNet expects 768-wide audio tokens
+        return Encoders(enc.tiny_vae(), enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
+    if cfg.kind != "pretrained":
+        raise ValueError(f"unknown encoders.kind={cfg.kind!r}; expected pretrained or tiny")
+    audio = load_imagebind_audio(cfg.imagebind, imagebind_audio_huge(out_embed_dim=None)).eval()
+    return Encoders(enc.FrozenVAE.from_pretrained(cfg.vae), enc.FrozenCLIPTextEncoder.from_pretrained(cfg.clip),
+                    enc.FrozenCLIPImageEncoder.from_pretrained(cfg.clip), audio.requires_grad_(False))
+
+
+def add_mel(sample: dict) -> dict:
+    """DataLoader-side: ImageBind's log-mel (1, 128, 204) of the sample's 2 s of audio."""
+    sample["mel"] = waveform_to_mel(sample["audio"], SAMPLE_RATE)
+    return sample
+
+
+def interpolation_window(sample: dict, num_frames: int = 12, seed: int = 0) -> dict:
+    """DataLoader-side, interpolator: upstream's ``avsync15_interp`` sample. From all 48 frames and
+    the Algorithm-1 keyframes, take ``num_frames`` frames at stride 1 or 2 from a random start;
+    frames that are keyframes become conditions (the first and last when at most one is)."""
+    video, keys = sample["video"], sample["frame_idx"]  # "c 48 h w", (T_K,)
+    rng = np.random.default_rng([seed, zlib.crc32(sample["key"].encode())])
+    stride = int(rng.integers(1, 3))
+    start = int(rng.integers(0, video.shape[1] - stride * (num_frames - 1)))
+    idx = torch.arange(num_frames) * stride + start
+    is_key = torch.isin(idx, keys)
+    if is_key.sum() <= 1:
+        is_key[0] = is_key[-1] = True
+    # the image condition stays the clip's first frame, the input image at inference
+    sample.update(video=video[:, idx], frame_idx=idx, is_key=is_key, fs=24 // stride)
+    return sample
+
+
+class BatchConditioner:
+    """Turns a collated batch into (latents, conditions) for ``DiffusionSchedule.training_loss``."""
+
+    def __init__(self, encoders: Encoders, device, dtype, *, interpolator: bool, audio_layout: str = "aligned",
+                 uncond_prob: float = 0.05):
+        self.enc, self.device, self.dtype = encoders, device, dtype
+        self.interpolator, self.audio_layout, self.uncond_prob = interpolator, audio_layout, uncond_prob
+        with torch.no_grad():  # upstream's null conditions: empty text, zero image, zero mel
+            self.null = {
+                "text": encoders.clip_text([""]).to(dtype),
+                "image": encoders.clip_image(torch.zeros(1, 3, 64, 64, device=device)).to(dtype),
+                "audio_tokens": encoders.audio(torch.zeros(1, 1, 128, 204, device=device, dtype=dtype)),
+            }
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        dev, dt = self.device, self.dtype
+        video = batch["video"].to(dev, dt)  # "b c t h w" in [-1, 1]
+        frame_idx = batch["frame_idx"].to(dev)
+        latents = self.enc.vae.encode(video).to(dt)
+        if self.interpolator:  # Fig. 6b: keyframe latents at their positions, zeros elsewhere
+            mask = batch["is_key"].to(dev)[:, None, :, None, None]
+            concat = latents * mask
+        else:  # the first frame's latent repeated over time (DynamiCrafter)
+            concat = latents[:, :, :1].expand_as(latents)
+        raw = {
+            "text": self.enc.clip_text(list(batch["caption"])).to(dt),
+            "image": self.enc.clip_image(batch["first_frame"].to(dev, dt)).to(dt),
+            "audio": self.enc.audio(batch["mel"].to(dev, dt)),
+        }
+        null = {"text": self.null["text"], "image": self.null["image"], "audio": self.null["audio_tokens"]}
+        raw = drop_conditions(raw, null, generator, self.uncond_prob)
+        audio = audio_tokens_per_frame(raw["audio"], frame_idx, layout=self.audio_layout)
+        fs = torch.as_tensor(batch["fs"], device=dev)
+        cond = {"concat": concat, "text": raw["text"], "image": raw["image"], "audio": audio.to(dt),
+                "fs": fs, "frame_idx": frame_idx}
+        return latents, cond
+
+
+def setup_denoiser(cfg_model, gradient_checkpointing: bool = False) -> KeyVIDDenoiser:
+    """UNet + image projector from the model config; ``pretrained`` is a converted checkpoint folder
+    (``python -m keyvid.models.convert``) holding ``unet/`` and ``image_proj/``."""
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+
+    unet, image_proj = instantiate(cfg_model.unet), instantiate(cfg_model.image_proj)
+    if cfg_model.pretrained:
+        root = Path(cfg_model.pretrained)
+        for name, module in (("unet", unet), ("image_proj", image_proj)):
+            if not (root / name).is_dir():
+                raise FileNotFoundError(f"model.pretrained: {root / name} is missing (convert a checkpoint first)")
+            module.load_state_dict(type(module).from_pretrained(root / name).state_dict())
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    denoiser = KeyVIDDenoiser(unet, image_proj)
+    set_trainable(denoiser, cfg_model.trainable)
+    return denoiser

@@ -1,0 +1,71 @@
+"""Train the keyframe generator (Section 3.2.2): v-prediction on keyframe clips, the first frame's
+latent as the concat condition. ``run`` is shared with train_interpolator.py.
+
+    accelerate launch --config_file launch/accelerate/zero2.yaml launch/train_generator.py data=avsync15 run_dir=runs/gen
+"""
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from keyvid.diffusion import DiffusionSchedule
+from keyvid.training.checkpoint import resume_if_possible
+from keyvid.training.config import register
+from keyvid.training.data import setup_batches
+from keyvid.training.ema import setup_ema
+from keyvid.training.export import export_denoiser
+from keyvid.training.loop import train_loop
+from keyvid.training.optim import setup_lr_scheduler, setup_optimizer
+from keyvid.training.setup import setup_run, weight_dtype
+from keyvid.training.state import TrainState
+from keyvid.training.video_diffusion import BatchConditioner, add_mel, build_encoders, interpolation_window, setup_denoiser
+
+register()
+
+
+def run(cfg: DictConfig, interpolator: bool) -> None:
+    accelerator, run_dir = setup_run(cfg)
+    denoiser = setup_denoiser(cfg.model, cfg.train.gradient_checkpointing)
+    optimizer = setup_optimizer(cfg.optim, denoiser.parameters())
+    scheduler = setup_lr_scheduler(cfg.optim, optimizer, cfg.train.max_steps, accelerator.num_processes)
+    dtype = weight_dtype(accelerator)
+    encoders = build_encoders(cfg.encoders).to(accelerator.device, dtype)  # kept out of prepare()/ZeRO
+    denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    state, ema = TrainState(), setup_ema(cfg.train, accelerator.unwrap_model(denoiser))
+    accelerator.register_for_checkpointing(state, *([ema] if ema else []))
+    if resumed := resume_if_possible(accelerator, run_dir / "checkpoints", cfg.train.resume):
+        accelerator.print(f"resumed from {resumed} at step {state.step}")
+    conditioner = BatchConditioner(encoders, accelerator.device, dtype, interpolator=interpolator,
+                                   audio_layout=cfg.model.audio_layout, uncond_prob=cfg.model.uncond_prob)
+    schedule = DiffusionSchedule()
+
+    def make_batches(step):
+        seed = cfg.seed + 1000003 * step
+        if interpolator:
+            def per_sample(s):
+                return add_mel(interpolation_window(s, cfg.model.window_frames, seed))
+        else:
+            per_sample = add_mel
+        return setup_batches(cfg.data, cfg.train, seed=seed, all_frames=interpolator, per_sample=per_sample)
+
+    def loss_step(batch):
+        latents, cond = conditioner(batch)
+        t = schedule.sample_timesteps(latents.shape[0], device=accelerator.device)
+        return schedule.training_loss(denoiser, latents, t, cond), {}
+
+    train_loop(accelerator, denoiser, optimizer, scheduler, make_batches, loss_step, state,
+               max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
+               keep_last=cfg.train.keep_last, log_every=cfg.train.log_every,
+               max_grad_norm=cfg.train.max_grad_norm, ema=ema)
+    export_denoiser(accelerator, denoiser, run_dir / "export", ema)
+    accelerator.end_training()
+
+
+@hydra.main(config_path="../conf", config_name="train_generator", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, interpolator=False)
+
+
+if __name__ == "__main__":
+    torch.backends.cuda.matmul.allow_tf32 = True
+    main()

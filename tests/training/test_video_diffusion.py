@@ -1,0 +1,45 @@
+import torch
+from omegaconf import OmegaConf
+
+from keyvid.models.builders import image_projector, unet
+from keyvid.training.video_diffusion import KeyVIDDenoiser, interpolation_window, set_trainable
+
+
+def test_upstream_trainable_subset():
+    d = KeyVIDDenoiser(unet("tiny"), image_projector("tiny"))
+    total = sum(p.numel() for p in d.parameters())
+    n = set_trainable(d, "upstream")
+    names = {k for k, p in d.named_parameters() if p.requires_grad}
+    assert 0 < n < total
+    assert any("temporal_conv" in k for k in names) and any("to_k_ap" in k for k in names)
+    assert any(k.startswith("image_proj.") for k in names) and any("frame_idx_embedding" in k for k in names)
+    assert not any(k.endswith("attn1.to_q.weight") and "input_blocks.1.1." in k for k in names)  # spatial
+    assert set_trainable(d, "full") == total
+
+
+def test_interpolation_window_marks_keyframes():
+    sample = {"video": torch.randn(3, 48, 4, 4), "frame_idx": torch.tensor([0, 5, 9, 20]), "key": "clip_a"}
+    out = interpolation_window(dict(sample), num_frames=12, seed=1)
+    idx = out["frame_idx"]
+    assert len(idx) == 12 and torch.all(idx.diff() == idx[1] - idx[0]) and idx[1] - idx[0] in (1, 2)
+    assert out["video"].shape == (3, 12, 4, 4)
+    expect = torch.isin(idx, sample["frame_idx"])
+    if expect.sum() <= 1:
+        expect[0] = expect[-1] = True
+    assert torch.equal(out["is_key"], expect)
+    assert out["fs"] == 24 // int(idx[1] - idx[0])
+    again = interpolation_window(dict(sample), num_frames=12, seed=1)
+    assert torch.equal(again["frame_idx"], idx)
+
+
+def test_config_composes_and_builds(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import REPO
+    from keyvid.training.config import register
+
+    register()
+    for name in ("train_generator", "train_interpolator", "train_localizer"):
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(name, overrides=["debug=tiny", "data.train_shards=x.tar", f"run_dir={tmp_path}"])
+        assert cfg.train.max_steps == 4 and OmegaConf.select(cfg, "model.size") == "tiny"

@@ -3,10 +3,12 @@
     python bench/unet_train_step.py --configs "b2-t12,b8-t12-ckpt,b8-t12-ckpt-compile" --out bench_unet.json
 
 Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
-(torch.compile of the UNet), ``eval`` (forward only, no grad). A step is forward + v-loss +
+(torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks``), ``eval``
+(forward only, no grad). A step is forward + v-loss +
 backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
 weights. FLOPs of one step are counted with torch's FlopCounterMode (matmuls, convs, SDPA);
-MFU = FLOPs / step time / the measured bf16 dense matmul rate (``--peak``, default: measured here).
+MFU = model FLOPs (no checkpoint recompute) / step time / the measured bf16 dense matmul
+rate (``--peak``, default: measured here).
 """
 
 import argparse
@@ -46,6 +48,18 @@ def inputs(b, t, device="cuda"):
     )
 
 
+def count_flops(model, inp, target, train):
+    """FLOPs of one sample's step (they are linear in the batch)."""
+    one = {k: v[:1] for k, v in inp.items()}
+    with FlopCounterMode(display=False) as fc:
+        with torch.autocast("cuda", dtype=torch.bfloat16), torch.set_grad_enabled(train):
+            out = model(**one).float()
+        if train:
+            F.mse_loss(out, target[:1]).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
 def run(spec, peak, steps):
     parts = spec.split("-")
     b, t = int(parts[0][1:]), int(parts[1][1:])
@@ -54,12 +68,16 @@ def run(spec, peak, steps):
     torch.cuda.reset_peak_memory_stats()
     with torch.device("cuda"):
         model = keyframe_unet_512()
-    if "ckpt" in flags:
-        model.enable_gradient_checkpointing()
-    fwd = torch.compile(model) if "compile" in flags else model
     inp = inputs(b, t)
     target = torch.randn(b, 4, t, 40, 64, device="cuda")
     train = "eval" not in flags
+    # model FLOPs: eager, before checkpointing (its recompute is not useful work) and compilation
+    flops = count_flops(model, inp, target, train) * b
+    if "ckpt" in flags:
+        model.enable_gradient_checkpointing()
+    if "rc" in flags:
+        model.compile_blocks()
+    fwd = torch.compile(model) if "compile" in flags else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if train else None
 
     def step():
@@ -89,18 +107,6 @@ def run(spec, peak, steps):
         row["step_s"] = round(dt, 4)
         row["clips_per_s"] = round(b / dt, 2)
         row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-        # FLOPs are linear in the batch: count one sample (the counter keeps extra memory alive)
-        one = {k: v[:1] for k, v in inp.items()}
-        with FlopCounterMode(display=False) as fc:
-            if train:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = F.mse_loss(model(**one).float(), target[:1])
-                loss.backward()
-                opt.zero_grad(set_to_none=True)
-            else:
-                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    model(**one)
-        flops = fc.get_total_flops() * b
         row["tflop_per_step"] = round(flops / 1e12, 2)
         row["mfu_pct"] = round(100 * flops / dt / peak, 1)
     except torch.OutOfMemoryError:

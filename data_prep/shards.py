@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -39,6 +40,11 @@ import numpy as np
 from data_prep.ingest import Rejected, Sample, VideoRecord, build_flow_backend, ingest_video
 
 FRAME_CODECS = ("jpg", "mp4")
+
+
+# Workers are spawned, not forked: forking a process that already runs threads (torch's pools,
+# DataLoader or test-runner threads) can deadlock the child on a lock held at fork time.
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass
@@ -210,7 +216,7 @@ def write_shards(
     todo = [s for s in mine if not is_done(out_dir, split, s)]
     summary = {"num_shards": len(plan), "job_index": job_index, "num_jobs": num_jobs,
                "skipped": len(mine) - len(todo), "written": [], "samples": 0, "errors": 0}
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(cfg.flow, cfg.flow_kwargs)) \
+    pool = ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=_init_worker, initargs=(cfg.flow, cfg.flow_kwargs)) \
         if workers > 1 else None
     if pool is None:
         _init_worker(cfg.flow, cfg.flow_kwargs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -229,7 +230,8 @@ def write_dataset(root: str | Path, num_clips: int, seed: int = 0, spec: ClipSpe
     spec = spec or ClipSpec()
     jobs = [(str(root), i, seed, spec) for i in range(num_clips)]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned workers: forking a threaded process can deadlock (see data_prep/shards.py)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             rels = list(pool.map(_write_one, jobs, chunksize=8))
     else:
         rels = [_write_one(j) for j in jobs]

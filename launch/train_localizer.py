@@ -24,7 +24,7 @@ register()
 
 
 def setup_model(cfg: DictConfig):
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model.net)
     if cfg.pretrained_imagebind:
         load_imagebind_audio(cfg.pretrained_imagebind, model.encoder)
     return model
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> None:
     train_loop(accelerator, model, optimizer, scheduler, make_batches, loss_step, state,
                max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
                keep_last=cfg.train.keep_last, log_every=cfg.train.log_every, max_grad_norm=cfg.train.max_grad_norm)
-    export_model(accelerator, model, run_dir / "export", cfg.model)
+    export_model(accelerator, model, run_dir / "export", cfg.model.net)
     accelerator.end_training()
 
 

@@ -12,7 +12,7 @@ the renames listed in ``keyvid.models.convert.UNET_RENAMES`` (``to_out.0`` ->
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +53,13 @@ class SelfAttention(nn.Module):
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.Linear(inner, dim)
+        # Hook for FreeNoise (keyvid.diffusion.freenoise.temporal_windows): a replacement for
+        # ``attend`` with the same signature, set on the temporal self-attentions only.
+        self.window_attend: Callable[..., torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_out(attend(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
+        fn = attend if self.window_attend is None else self.window_attend
+        return self.to_out(fn(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
 
 
 class TextImageAudioAttention(nn.Module):

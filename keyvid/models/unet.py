@@ -303,6 +303,19 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """Regional compilation: ``torch.compile`` each ResBlock and TransformerBlock in place.
+
+        Blocks of one class and shape share a compiled graph (parameters are graph inputs), so this
+        compiles a dozen graphs instead of one huge one, and fuses the norms, activations and
+        residual adds that dominate a step after the matmuls (bench/profile_unet.py).
+        """
+        from keyvid.models.attention import TransformerBlock
+
+        for module in self.modules():
+            if isinstance(module, (ResBlock, TransformerBlock)):
+                module.compile(**compile_kwargs)
+
     def _run(self, stage: Stage, h: torch.Tensor, *cond) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
             # diffusers' default: torch.utils.checkpoint with use_reentrant=False, which

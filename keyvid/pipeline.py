@@ -1,0 +1,642 @@
+"""Inference: image + audio (+ text) -> keyframes -> 48-frame, 24 fps video (paper Sections 3.1-3.3).
+
+    pipe = KeyVIDPipeline.from_pretrained("weights/keyvid")        # or tiny_pipeline(seed) for tests
+    out = pipe(image, wave, sr, "a lion roaring", seed=0)          # out.frames "b 48 H W 3" uint8
+
+Stages, as upstream KeyVID's ``scripts/generation.sh`` runs them (but in one process and batched):
+
+1. **Localizer**: log-mel -> motion score per frame (48) -> peaks/valleys -> 12 keyframe indices
+   (Algorithm 1, paper mode, seeded). ``keyframes="uniform"`` is the paper's ablation (0, 4, ..., 44);
+   explicit indices are accepted too (upstream reads precomputed ones from disk).
+2. **Keyframe generator**: 12 frames at the keyframe indices from the input image's latent repeated
+   as the concat condition, the image tokens and audio tokens of those frames, the frame indices, and
+   ``fs`` = ``keyframe_fs`` of the indices (what our data loader trains with; for uniform keyframes it
+   is 6, the constant upstream's script passes). DDIM 90, Eq. 4 guidance (s_img 2, s_txt 7.5, s_aud
+   7.5), guidance rescale 0.7, eta 1 (upstream's ``--ddim_eta 1.0``).
+3. **Interpolator** (Fig. 6b): the generated keyframe latents at their indices in a zero concat
+   condition, image and audio tokens for all 48 frames, fs 24, no frame-index embedding; FreeNoise
+   (window 12, stride 6, ``keyvid.diffusion.freenoise``); s_aud 9.0 as upstream's script (the paper
+   says 7.5).
+4. **VAE decode** per frame chunk.
+
+Null conditions (the guidance branches) are upstream's: the CLIP text embedding of "", the projector
+applied to CLIP of an all-zero image (mid-grey in [-1, 1]), ImageBind of an all-zero mel.
+
+Randomness: each sample has its own CPU ``torch.Generator`` seeded with its seed (one int for all
+samples, as upstream re-seeds every clip, or one per sample), used for the VAE posterior sample, the
+initial noise, the noise shuffle and every DDIM step, and the same seed drives keyframe selection. A
+sample's output therefore does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image, UnidentifiedImageError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from keyvid.data.keyframes import detect_keypoints, keyframe_fs, select_keyframes, uniform_keyframes
+from keyvid.diffusion.freenoise import NoiseMode, initial_noise, temporal_windows
+from keyvid.diffusion.guidance import GuidanceScales, guided_v
+from keyvid.diffusion.sampling import ddim_step, ddim_timesteps
+from keyvid.diffusion.schedule import Conditioning, DiffusionSchedule
+from keyvid.models import builders
+from keyvid.models.audio_frontend import waveform_to_mel
+from keyvid.models.encoders import FrozenCLIPImageEncoder, FrozenCLIPTextEncoder, FrozenVAE
+from keyvid.models.imagebind_audio import ImageBindAudio, audio_tokens_per_frame
+from keyvid.models.localizer import KeyframeLocalizer, keyframe_localizer_tiny
+from keyvid.models.resampler import Resampler, select_keyframe_tokens
+from keyvid.models.unet import KeyframeUNet
+
+FPS = 24
+NUM_FRAMES = 48  # 2 s at 24 fps
+INTERPOLATOR_FS = 24  # upstream generation.sh: FS=24 for the interpolation stage
+PIPELINE_FILE = "pipeline.json"
+WEIGHTS = "model.safetensors"  # our own modules; diffusers/transformers ones use their own names
+
+# The saved layout: subfolder -> files (what from_pretrained checks before loading anything).
+# localizer/, generator/ and interpolator/ are exactly what the trainers export (keyvid.training.export:
+# export_model writes config.json + model.safetensors, export_denoiser writes unet/ and image_proj/),
+# so a run's export folder can be copied in as it is.
+_DIFFUSERS = ("config.json", "diffusion_pytorch_model.safetensors")
+COMPONENT_FILES: dict[str, tuple[str, ...]] = {
+    "localizer": ("config.json", WEIGHTS),
+    "audio_encoder": ("config.json", WEIGHTS),
+    **{f"{stage}/{part}": _DIFFUSERS for stage in ("generator", "interpolator") for part in ("unet", "image_proj")},
+    "vae": _DIFFUSERS,
+    "text_encoder": ("config.json", "model.safetensors"),
+    "image_encoder": ("config.json", "model.safetensors"),
+}
+
+KeyframeChoice = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray | torch.Tensor
+
+
+@dataclass
+class KeyVIDOutput:
+    frames: np.ndarray  # "b 48 H W 3" uint8 RGB
+    keyframes: np.ndarray  # "b 12" int64, ascending indices into the 48 frames
+    motion: np.ndarray  # "b 48" float32, the localizer's per-frame motion score
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file, naming the file in every error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path} is not a readable image: {err}") from err
+
+
+def prepare_image(image: Image.Image | np.ndarray | str | Path, height: int, width: int) -> torch.Tensor:
+    """Any image -> "3 height width" in [-1, 1].
+
+    Grayscale and palette images become RGB; an alpha channel is composited over white (transparent
+    pixels carry arbitrary colour). The image is scaled to cover (height, width), bicubic with PIL's
+    antialiasing, and centre-cropped. Upstream resizes the shorter side to min(height, width) and
+    centre-crops, which pads a portrait or square image with black for a 320 x 512 output; covering
+    avoids that and equals upstream on landscape images wider than 8:5.
+    """
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"numpy images must be uint8 'h w' or 'h w c', got {image.dtype}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"unsupported image type {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"empty image ({image.width} x {image.height})")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("RGB")
+    scale = max(height / image.height, width / image.width)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    image = image.crop((left, top, left + width, top + height))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return pixels / 127.5 - 1.0
+
+
+def _as_list(x, batch: int | None, what: str) -> list:
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    if batch is not None and len(items) == 1 and batch > 1:
+        items = items * batch
+    if batch is not None and len(items) != batch:
+        raise ValueError(f"{len(items)} {what} for a batch of {batch}")
+    return items
+
+
+def _same_batch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expand whichever of two batch-first tensors has batch 1 to the other's batch."""
+    n = max(a.shape[0], b.shape[0])
+    return a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:])
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """"b 3 t H W" in [-1, 1] -> "b t H W 3" uint8 (rounded; upstream truncates)."""
+    v = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return v.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+@torch.no_grad()
+def denoise(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: Conditioning,
+    null_conds: dict[str, torch.Tensor],
+    schedule: DiffusionSchedule,
+    *,
+    steps: int,
+    scales: GuidanceScales,
+    guidance_rescale: float,
+    eta: float,
+    generators: list[torch.Generator],
+    progress: bool = False,
+    desc: str = "DDIM",
+) -> torch.Tensor:
+    """DDIM from a given x_T, one generator per sample (the loop of ``ddim_sample``, which draws its
+    own x_T and so cannot start from FreeNoise's rescheduled noise)."""
+    timesteps = ddim_timesteps(schedule, steps)
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale)
+        noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
+        x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+    return x
+
+
+# ------------------------------------------------------------------------------------ pipeline
+
+
+class KeyVIDPipeline:
+    """The three-stage KeyVID inference pipeline; see the module docstring.
+
+    Args:
+        localizer: audio mel -> (b, 48) motion score.
+        audio_encoder: ImageBind audio trunk, mel -> (b, 1 + 12*48, 768) tokens for the UNets.
+        generator / interpolator: the two KeyframeUNets (the interpolator has no frame-index embedding).
+        generator_projector / interpolator_projector: each UNet's image Resampler (48 frames x 16 tokens).
+        vae, text_encoder, image_encoder: frozen encoders.
+        schedule: the training noise schedule.
+        height, width: output size in pixels (the VAE latent is height/f x width/f).
+        audio_layout: how ImageBind tokens are split per frame (``"aligned"`` for our training,
+            ``"upstream"`` for upstream checkpoints; see ``audio_tokens_per_frame``).
+    """
+
+    def __init__(
+        self,
+        localizer: KeyframeLocalizer,
+        audio_encoder: ImageBindAudio,
+        generator: KeyframeUNet,
+        interpolator: KeyframeUNet,
+        generator_projector: Resampler,
+        interpolator_projector: Resampler,
+        vae: FrozenVAE,
+        text_encoder: FrozenCLIPTextEncoder,
+        image_encoder: FrozenCLIPImageEncoder,
+        schedule: DiffusionSchedule | None = None,
+        *,
+        height: int = 320,
+        width: int = 512,
+        num_keyframes: int = 12,
+        audio_layout: str = "aligned",
+    ) -> None:
+        self.localizer = localizer.eval()
+        self.audio_encoder = audio_encoder.eval()
+        self.generator = generator.eval()
+        self.interpolator = interpolator.eval()
+        self.generator_projector = generator_projector.eval()
+        self.interpolator_projector = interpolator_projector.eval()
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.schedule = schedule if schedule is not None else DiffusionSchedule()
+        self.height, self.width = height, width
+        self.num_keyframes = num_keyframes
+        self.audio_layout = audio_layout
+        self._check_components()
+
+    MODULES = (
+        "localizer", "audio_encoder", "generator", "interpolator", "generator_projector",
+        "interpolator_projector", "vae", "text_encoder", "image_encoder",
+    )
+
+    def _check_components(self) -> None:
+        """Mismatched components fail here with their names, not deep inside a forward."""
+        if self.interpolator.frame_index_mode != "none":
+            raise ValueError(
+                f"interpolator has frame_index_mode={self.interpolator.frame_index_mode!r}: these look like "
+                "keyframe-generator weights (an interpolator is built with interpolator=True, mode 'none')"
+            )
+        if self.generator.frame_index_mode == "none":
+            raise ValueError("generator has frame_index_mode='none': these look like interpolator weights")
+        text_dim = self.text_encoder.model.config.hidden_size
+        clip_dim = self.image_encoder.model.config.hidden_size
+        for name in ("generator", "interpolator"):
+            unet, proj = getattr(self, name), getattr(self, f"{name}_projector")
+            ctx = unet.config.context_dim
+            if text_dim != ctx:
+                raise ValueError(f"text_encoder width {text_dim} != {name} context_dim {ctx}")
+            if proj.config.output_dim != ctx:
+                raise ValueError(f"{name}_projector output_dim {proj.config.output_dim} != {name} context_dim {ctx}")
+            if proj.config.embedding_dim != clip_dim:
+                raise ValueError(
+                    f"{name}_projector embedding_dim {proj.config.embedding_dim} != image_encoder width {clip_dim}"
+                )
+            if proj.config.video_length != NUM_FRAMES:
+                raise ValueError(f"{name}_projector has video_length {proj.config.video_length}, expected {NUM_FRAMES}")
+        if self.audio_encoder.pos_embed.shape[-1] != 768:
+            raise ValueError("audio_encoder must output 768-wide tokens (the UNets' audio_proj_2 input)")
+        # The latent (VAE factor f) must survive the UNet's len(channel_mult) - 1 halvings.
+        f = 2 ** (len(self.vae.vae.config.block_out_channels) - 1)
+        f *= 2 ** (len(self.generator.config.channel_mult) - 1)
+        if self.height % f or self.width % f:
+            raise ValueError(f"height x width {self.height} x {self.width} must be multiples of {f} (VAE and UNet)")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device: torch.device | str) -> KeyVIDPipeline:
+        for name in self.MODULES:
+            getattr(self, name).to(device)
+        return self
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """One subfolder per component (``COMPONENT_FILES``) plus ``pipeline.json``."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        for stage in ("generator", "interpolator"):
+            getattr(self, stage).save_pretrained(root / stage / "unet")
+            getattr(self, f"{stage}_projector").save_pretrained(root / stage / "image_proj")
+        for name in ("vae", "text_encoder", "image_encoder"):
+            getattr(self, name).save_pretrained(root / name)
+        _save_module(root / "localizer", self.localizer, localizer_config(self.localizer))
+        _save_module(root / "audio_encoder", self.audio_encoder, imagebind_config(self.audio_encoder))
+        s = self.schedule
+        config = {
+            "height": self.height,
+            "width": self.width,
+            "num_keyframes": self.num_keyframes,
+            "audio_layout": self.audio_layout,
+            "schedule": {
+                "num_timesteps": s.num_timesteps,
+                "beta_start": s.beta_start,
+                "beta_end": s.beta_end,
+                "dynamic_rescale": s.dynamic_rescale,
+                "rescale_base": float(s.scale_arr[-1]),
+                "rescale_turning_step": len(s.scale_arr) - s.num_timesteps,
+            },
+        }
+        (root / PIPELINE_FILE).write_text(json.dumps(config, indent=1) + "\n")
+        return root
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu") -> KeyVIDPipeline:
+        """Load a ``save_pretrained`` directory; a missing file raises ``FileNotFoundError`` naming it."""
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"KeyVID pipeline directory not found: {root}")
+        if not (root / PIPELINE_FILE).is_file():
+            raise FileNotFoundError(f"{root / PIPELINE_FILE} not found: {root} is not a saved KeyVID pipeline")
+        for name, files in COMPONENT_FILES.items():
+            for file in files:
+                if not (root / name / file).is_file():
+                    raise FileNotFoundError(f"KeyVID pipeline component {name!r}: {root / name / file} not found")
+        config = json.loads((root / PIPELINE_FILE).read_text())
+        pipe = cls(
+            localizer=_load_module(root / "localizer"),
+            audio_encoder=_load_module(root / "audio_encoder"),
+            generator=KeyframeUNet.from_pretrained(root / "generator" / "unet"),
+            interpolator=KeyframeUNet.from_pretrained(root / "interpolator" / "unet"),
+            generator_projector=Resampler.from_pretrained(root / "generator" / "image_proj"),
+            interpolator_projector=Resampler.from_pretrained(root / "interpolator" / "image_proj"),
+            vae=FrozenVAE.from_pretrained(root / "vae"),
+            text_encoder=FrozenCLIPTextEncoder.from_pretrained(root / "text_encoder"),
+            image_encoder=FrozenCLIPImageEncoder.from_pretrained(root / "image_encoder"),
+            schedule=DiffusionSchedule(**config["schedule"]),
+            height=config["height"],
+            width=config["width"],
+            num_keyframes=config["num_keyframes"],
+            audio_layout=config["audio_layout"],
+        )
+        return pipe.to(device)
+
+    @classmethod
+    def from_exports(
+        cls, localizer: str | Path, generator: str | Path, interpolator: str | Path, encoders, **config
+    ) -> KeyVIDPipeline:
+        """Assemble a pipeline from the trainers' export folders (``<run_dir>/export``) and their frozen
+        encoders (``keyvid.training.video_diffusion.build_encoders``: .vae, .clip_text, .clip_image,
+        .audio); ``config`` as the constructor (height, width, num_keyframes, audio_layout). Then
+        ``save_pretrained`` writes one self-contained folder."""
+        folders = {"localizer": Path(localizer), "generator": Path(generator), "interpolator": Path(interpolator)}
+        for key, files in COMPONENT_FILES.items():
+            stage, _, part = key.partition("/")
+            if stage in folders:
+                for file in files:
+                    path = folders[stage] / part / file
+                    if not path.is_file():
+                        raise FileNotFoundError(f"{stage} export: {path} not found")
+        g, i = folders["generator"], folders["interpolator"]
+        return cls(
+            localizer=_load_module(folders["localizer"]),
+            audio_encoder=encoders.audio,
+            generator=KeyframeUNet.from_pretrained(g / "unet"),
+            interpolator=KeyframeUNet.from_pretrained(i / "unet"),
+            generator_projector=Resampler.from_pretrained(g / "image_proj"),
+            interpolator_projector=Resampler.from_pretrained(i / "image_proj"),
+            vae=encoders.vae,
+            text_encoder=encoders.clip_text,
+            image_encoder=encoders.clip_image,
+            **config,
+        )
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def motion_score(self, mel: torch.Tensor) -> torch.Tensor:
+        """"b 1 128 204" -> "b 48" localizer score."""
+        return self.localizer(mel.to(self.device)).float()
+
+    def choose_keyframes(self, keyframes: KeyframeChoice, motion: np.ndarray, seeds: list[int]) -> np.ndarray:
+        """"localizer" (Algorithm 1 on the score, seeded per sample), "uniform", or given indices -> "b K"."""
+        b, k = motion.shape[0], self.num_keyframes
+        if isinstance(keyframes, str):
+            if keyframes == "localizer":
+                return np.stack([select_keyframes(detect_keypoints(m), k, rng=s) for m, s in zip(motion, seeds)])
+            if keyframes == "uniform":
+                return np.tile(uniform_keyframes(NUM_FRAMES, k), (b, 1))
+            raise ValueError(f"keyframes must be 'localizer', 'uniform' or indices, got {keyframes!r}")
+        idx = np.asarray(keyframes.cpu() if isinstance(keyframes, torch.Tensor) else keyframes)
+        idx = np.broadcast_to(idx, (b, idx.shape[-1])) if idx.ndim == 1 else idx
+        if idx.shape != (b, k) or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(
+                f"given keyframes must be {k} integers per sample (batch {b}), got {idx.dtype} {tuple(idx.shape)}"
+            )
+        if idx.min() < 0 or idx.max() >= NUM_FRAMES:
+            raise ValueError(f"given keyframes must lie in [0, {NUM_FRAMES}), got {idx.min()}..{idx.max()}")
+        return np.sort(idx, axis=1).astype(np.int64)
+
+    def _image_tokens(self, projector: Resampler, clip: torch.Tensor, frame_idx: torch.Tensor | None) -> torch.Tensor:
+        """"b|1 257 1280" CLIP tokens -> "b (K 16) d" for the frames ``frame_idx`` ("b|1 K"), all 48 if None."""
+        tokens = projector(clip)  # "b (48 16) d"
+        if frame_idx is None:
+            return tokens
+        tokens, frame_idx = _same_batch(tokens, frame_idx)
+        return select_keyframe_tokens(tokens, frame_idx)
+
+    def _audio_tokens(self, tokens: torch.Tensor, frame_idx: torch.Tensor) -> torch.Tensor:
+        """"b|1 N 768" ImageBind tokens -> "b K L 768" for the frames ``frame_idx`` ("b|1 K")."""
+        tokens, frame_idx = _same_batch(tokens, frame_idx)
+        return audio_tokens_per_frame(tokens, frame_idx, NUM_FRAMES, layout=self.audio_layout)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        audio_wave,
+        sr: int | Sequence[int],
+        text: str | Sequence[str] | None = None,
+        *,
+        keyframes: KeyframeChoice = "localizer",
+        scales_key: GuidanceScales = GuidanceScales(img=2.0, txt=7.5, aud=7.5),
+        scales_interp: GuidanceScales = GuidanceScales(img=2.0, txt=7.5, aud=9.0),
+        steps: int = 90,
+        guidance_rescale: float = 0.7,
+        eta: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        noise: NoiseMode = "freenoise",
+        window: int = 12,
+        stride: int = 6,
+        progress: bool = False,
+    ) -> KeyVIDOutput:
+        """Generate one video per (image, audio) pair.
+
+        Args:
+            image: one image or a list (PIL, uint8 numpy "h w [c]", or a path).
+            audio_wave: one waveform "n" / "c n" float in [-1, 1], or a list; only the first ~2 s are used.
+            sr: sample rate, one for all or one per waveform.
+            text: optional prompt(s); None is the empty prompt.
+            keyframes: "localizer", "uniform", or indices ("K" for all samples or "b K").
+            scales_key / scales_interp: Eq. 4 guidance scales of the two stages.
+            seed: one seed for every sample, or one per sample.
+            noise, window, stride: the interpolator's FreeNoise settings (``keyvid.diffusion.freenoise``).
+        """
+        images = _as_list(image, None, "images")
+        b = len(images)
+        waves = _as_list(audio_wave, b, "audio waveforms")
+        rates = _as_list(sr, b, "sample rates")
+        texts = _as_list(text if text is not None else "", b, "texts")
+        seeds = [int(s) for s in _as_list(seed, b, "seeds")]
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        dev = self.device
+
+        pixels = torch.stack([prepare_image(im, self.height, self.width) for im in images]).to(dev)
+        mel = torch.stack([waveform_to_mel(w, r) for w, r in zip(waves, rates)]).to(dev)  # "b 1 128 204"
+
+        motion = self.motion_score(mel).cpu().numpy()
+        key_idx = self.choose_keyframes(keyframes, motion, seeds)
+        frame_idx = torch.from_numpy(key_idx).to(dev)
+
+        # Encodings shared by both stages; nulls as upstream (module docstring).
+        text_tokens = self.text_encoder(texts).to(dev)
+        null_text = self.text_encoder([""]).to(dev)
+        clip = self.image_encoder(pixels)
+        null_clip = self.image_encoder(torch.zeros_like(pixels[:1]))
+        audio = self.audio_encoder(mel)
+        null_audio = self.audio_encoder(torch.zeros_like(mel[:1]))
+        first = torch.cat([self.vae.encode(pixels[i : i + 1, :, None], generator=gens[i]) for i in range(b)])
+
+        key_latents = self._generate_keyframes(
+            first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
+            steps=steps, scales=scales_key, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
+        )
+        latents = self._interpolate(
+            key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
+            steps=steps, scales=scales_interp, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
+            noise=noise, window=window, stride=stride,
+        )
+        frames = self.vae.decode(latents)
+        return KeyVIDOutput(frames=to_uint8(frames), keyframes=key_idx, motion=motion.astype(np.float32))
+
+    def _generate_keyframes(
+        self, first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens, **sampling
+    ) -> torch.Tensor:
+        """Stage 2: "b 4 K h w" keyframe latents."""
+        b, k = frame_idx.shape
+        fs = torch.tensor([keyframe_fs(idx.cpu().numpy())[1] for idx in frame_idx], device=first.device)
+        cond = Conditioning(
+            concat=first.expand(-1, -1, k, -1, -1),
+            context=torch.cat([text_tokens, self._image_tokens(self.generator_projector, clip, frame_idx)], dim=1),
+            audio=self._audio_tokens(audio, frame_idx),
+            fs=fs,
+            frame_idx=frame_idx,
+        )
+        null_conds = {
+            "text": null_text,
+            "image": self._image_tokens(self.generator_projector, null_clip, frame_idx),
+            "audio": self._audio_tokens(null_audio, frame_idx),
+        }
+        x = randn_tensor(tuple(cond["concat"].shape), generator=gens, device=first.device, dtype=first.dtype)
+        return denoise(
+            self.generator, x, cond, null_conds, self.schedule, generators=gens, desc="keyframes", **sampling
+        )
+
+    def _interpolate(
+        self, key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
+        *, noise: NoiseMode, window: int, stride: int, **sampling,
+    ) -> torch.Tensor:
+        """Stage 3: "b 4 48 h w" latents from the keyframe latents placed at their indices (Fig. 6b)."""
+        b, c, _, h, w = key_latents.shape
+        dev = key_latents.device
+        concat = key_latents.new_zeros(b, c, NUM_FRAMES, h, w)
+        for i in range(b):
+            concat[i][:, frame_idx[i]] = key_latents[i]
+        all_frames = torch.arange(NUM_FRAMES, device=dev)[None]
+        cond = Conditioning(
+            concat=concat,
+            context=torch.cat([text_tokens, self._image_tokens(self.interpolator_projector, clip, None)], dim=1),
+            audio=self._audio_tokens(audio, all_frames),
+            fs=torch.full((b,), INTERPOLATOR_FS, device=dev, dtype=torch.long),
+            frame_idx=all_frames.expand(b, -1),
+        )
+        null_conds = {
+            "text": null_text,
+            "image": self._image_tokens(self.interpolator_projector, null_clip, None),
+            "audio": self._audio_tokens(null_audio, all_frames),
+        }
+        x = torch.cat([
+            initial_noise(noise, (1, c, NUM_FRAMES, h, w), window=window, stride=stride,
+                          keyframes=frame_idx[i].tolist(), generator=gens[i], device=dev, dtype=concat.dtype)
+            for i in range(b)
+        ])
+        with temporal_windows(self.interpolator, window, stride):
+            return denoise(
+                self.interpolator, x, cond, null_conds, self.schedule, generators=gens, desc="interpolation", **sampling
+            )
+
+
+# ------------------------------------------------------------------------------------ our modules' files
+
+
+def localizer_config(model: KeyframeLocalizer) -> dict:
+    """A Hydra-instantiable config that rebuilds ``model`` (drop_path is inactive in eval)."""
+    enc = model.encoder
+    return {
+        "_target_": "keyvid.models.localizer.keyframe_localizer",
+        "embed_dim": enc.pos_embed.shape[-1],
+        "num_blocks": len(enc.blocks),
+        "num_heads": enc.blocks[0].attn.num_heads,
+        "variant": model.variant,
+        "num_frames": model.num_frames,
+        "mel_frames": enc.mel_shape[1],
+    }
+
+
+def imagebind_config(enc: ImageBindAudio) -> dict:
+    """A Hydra-instantiable config that rebuilds ``enc``."""
+    return {
+        "_target_": "keyvid.models.imagebind_audio.ImageBindAudio",
+        "embed_dim": enc.pos_embed.shape[-1],
+        "num_blocks": len(enc.blocks),
+        "num_heads": enc.blocks[0].attn.num_heads,
+        "kernel_size": enc.stem.proj.kernel_size[0],
+        "stride": list(enc.stem.proj.stride),
+        "num_mel_bins": enc.mel_shape[0],
+        "mel_frames": enc.mel_shape[1],
+        "cls_token": enc.cls_token is not None,
+        "out_embed_dim": enc.head_proj.out_features if enc.has_head else None,
+        "mlp_ratio": enc.blocks[0].mlp.fc1.out_features // enc.pos_embed.shape[-1],
+    }
+
+
+def _save_module(path: Path, module: nn.Module, config: dict) -> None:
+    """The trainers' export format (``keyvid.training.export.export_model``): the ``_target_`` config
+    that rebuilds the module, and its weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path / WEIGHTS)
+
+
+def _load_module(path: Path) -> nn.Module:
+    """Rebuild from ``config.json`` (``_target_`` + arguments) and load ``model.safetensors``."""
+    from hydra.utils import instantiate
+
+    module = instantiate(json.loads((path / "config.json").read_text()))
+    missing, unexpected = module.load_state_dict(load_file(path / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path / WEIGHTS} does not fit {path / 'config.json'}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return module
+
+
+# ------------------------------------------------------------------------------------ tiny
+
+
+def _randomize_zero_init(model: nn.Module) -> None:
+    """Give zero-initialised layers (UNet output heads, proj_out, audio k/v, ...) torch's default
+    init, so that in a random tiny model every input reaches the output and tests can see it."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not module.weight.any():
+            module.reset_parameters()
+
+
+def tiny_pipeline(seed: int = 0, height: int = 16, width: int = 24) -> KeyVIDPipeline:
+    """Every component tiny and random (seeded): CPU tests and ``pipeline=tiny`` runs in seconds.
+
+    The sizes of ``debug=tiny`` training (``keyvid.models.builders`` "tiny" UNets and projectors, the
+    trainers' tiny encoders, which are seeded on their own), so a briefly trained tiny export fits in
+    via ``from_exports``. 16 x 24 pixels is an 8 x 12 latent with the tiny 2x VAE. Zero-initialised
+    layers are re-initialised (``_randomize_zero_init``) so every condition reaches the output.
+    """
+    encoders = _tiny_encoders()
+    torch.manual_seed(seed)
+    generator, interpolator = builders.unet("tiny"), builders.unet("tiny", interpolator=True)
+    for unet in (generator, interpolator):
+        _randomize_zero_init(unet)
+    return KeyVIDPipeline(
+        localizer=keyframe_localizer_tiny(),
+        audio_encoder=encoders.audio,
+        generator=generator,
+        interpolator=interpolator,
+        generator_projector=builders.image_projector("tiny"),
+        interpolator_projector=builders.image_projector("tiny"),
+        vae=encoders.vae,
+        text_encoder=encoders.clip_text,
+        image_encoder=encoders.clip_image,
+        height=height,
+        width=width,
+    )
+
+
+def _tiny_encoders():
+    """The trainers' ``encoders.kind=tiny`` stand-ins (the same seeded weights)."""
+    from omegaconf import OmegaConf
+
+    from keyvid.training.video_diffusion import build_encoders
+
+    return build_encoders(OmegaConf.create({"kind": "tiny"}))

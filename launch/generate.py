@@ -1,0 +1,150 @@
+"""Image + audio (+ text) -> 48-frame, 24 fps mp4 with the input audio, plus the keyframes it chose.
+
+    python launch/generate.py image=photo.png audio=clip.wav pipeline=weights/keyvid
+    python launch/generate.py pipeline=tiny steps=2 image=photo.png audio=clip.wav     # CPU, seconds
+    python launch/generate.py -m inputs=pairs.txt scales.aud=4,7.5 scales.img=1,2    # one folder per setting
+
+Per pair, in the run folder: ``<name>.mp4``, ``<name>.keyframes.json`` (indices, motion score,
+settings) and ``<name>.keyframes.png`` (the generated frames at the keyframes over the score).
+The run folder also gets ``config.yaml`` and ``git_revision.txt``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from keyvid.data.io import write_av
+from keyvid.diffusion.guidance import GuidanceScales
+from keyvid.models.audio_frontend import load_audio
+from keyvid.pipeline import FPS, NUM_FRAMES, KeyVIDPipeline, load_image, tiny_pipeline
+from keyvid.training.run_dir import record_run
+from keyvid.visualize import contact_sheet, save_rgb
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp4", ".mkv", ".mov", ".webm")
+
+
+@dataclass
+class Pair:
+    name: str
+    image: Path
+    audio: Path
+    text: str | None
+
+
+def _pair(image: Path, audio: Path, text: str | None) -> Pair:
+    for path, what in ((image, "image"), (audio, "audio")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}")
+    name = image.stem if image.stem == audio.stem else f"{image.stem}__{audio.stem}"
+    return Pair(name, image, audio, text)
+
+
+def setup_inputs(cfg: DictConfig) -> list[Pair]:
+    """One pair from ``image``/``audio``/``text``, or every pair of the ``inputs`` folder or list file."""
+    if cfg.inputs is None:
+        if cfg.image is None or cfg.audio is None:
+            raise ValueError("give image=<path> and audio=<path>, or inputs=<folder or list file>")
+        return [_pair(Path(cfg.image), Path(cfg.audio), cfg.text)]
+    if cfg.image is not None or cfg.audio is not None:
+        raise ValueError("give either inputs= or image=/audio=, not both")
+    src = Path(cfg.inputs)
+    if src.is_dir():
+        pairs = []
+        for image in sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            audio = next((a for a in sorted(src.glob(image.stem + ".*")) if a.suffix.lower() in AUDIO_EXTS), None)
+            if audio is None:
+                exts = "|".join(e[1:] for e in AUDIO_EXTS)
+                raise FileNotFoundError(f"no audio file {image.stem}.<{exts}> next to {image}")
+            text_file = image.with_suffix(".txt")
+            pairs.append(_pair(image, audio, text_file.read_text().strip() if text_file.is_file() else cfg.text))
+    elif src.is_file():
+        pairs = []
+        for n, line in enumerate(src.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split(maxsplit=2)
+            if len(parts) < 2:
+                raise ValueError(f"{src}:{n}: expected 'image_path audio_path [text]', got {line!r}")
+            image, audio = (p if p.is_absolute() else src.parent / p for p in map(Path, parts[:2]))
+            pairs.append(_pair(image, audio, parts[2] if len(parts) == 3 else cfg.text))
+    else:
+        raise FileNotFoundError(f"inputs not found: {src}")
+    if not pairs:
+        raise ValueError(f"no image/audio pairs in {src}")
+    names = [p.name for p in pairs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{src}: several pairs would write the same output name: {twice}")
+    return pairs
+
+
+@functools.lru_cache(maxsize=1)  # a multirun sweep in one process loads the weights once
+def setup_pipeline(spec: str, device: str) -> KeyVIDPipeline:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = tiny_pipeline(seed=0) if spec == "tiny" else KeyVIDPipeline.from_pretrained(spec)
+    return pipe.to(device)
+
+
+def _keyframes_arg(value):
+    return list(value) if isinstance(value, ListConfig) else value
+
+
+def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarray, motion: np.ndarray,
+                 wave: np.ndarray, sr: int, settings: dict) -> Path:
+    """mp4 (video + the first 2 s of the input audio, at most two channels), keyframes JSON and PNG."""
+    clip = np.asarray(wave[:2, : round(NUM_FRAMES / FPS * sr)], dtype=np.float32)
+    video = write_av(out / f"{pair.name}.mp4", frames, FPS, audio=clip, sample_rate=sr)
+    record = {
+        "video": video.name, "image": str(pair.image), "audio": str(pair.audio), "text": pair.text,
+        "keyframes": keyframes.tolist(), "motion": [round(float(m), 5) for m in motion], **settings,
+    }
+    (out / f"{pair.name}.keyframes.json").write_text(json.dumps(record, indent=1) + "\n")
+    save_rgb(out / f"{pair.name}.keyframes.png", contact_sheet(frames, keyframes, motion))
+    return video
+
+
+def run(cfg: DictConfig, out: Path) -> list[Path]:
+    pairs = setup_inputs(cfg)
+    pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device))
+    record_run(out, OmegaConf.to_yaml(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keys = ("seed", "steps", "guidance_rescale", "eta", "scales", "scales_interp", "freenoise")
+    settings = {k: resolved[k] for k in keys}
+    settings["keyframe_mode"] = resolved["keyframes"]
+    videos = []
+    for start in range(0, len(pairs), cfg.batch_size):
+        batch = pairs[start : start + cfg.batch_size]
+        images = [load_image(p.image) for p in batch]
+        audio = [load_audio(p.audio) for p in batch]
+        result = pipe(
+            images, [w for w, _ in audio], [sr for _, sr in audio], [p.text or "" for p in batch],
+            keyframes=_keyframes_arg(cfg.keyframes),
+            scales_key=GuidanceScales(**cfg.scales), scales_interp=GuidanceScales(**cfg.scales_interp),
+            steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, seed=cfg.seed,
+            noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride, progress=True,
+        )
+        for i, pair in enumerate(batch):
+            videos.append(save_outputs(out, pair, result.frames[i], result.keyframes[i], result.motion[i],
+                                       audio[i][0].numpy(), audio[i][1], settings))
+            print(f"{videos[-1]}  keyframes {result.keyframes[i].tolist()}")
+    return videos
+
+
+@hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""launch/generate.py with the tiny random pipeline: files written, a multirun sweep, bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import av
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import MEDIA, REPO, needs_media
+
+sys.path.insert(0, str(REPO / "launch"))
+import generate  # noqa: E402
+
+IMAGE = MEDIA / "lion_and_gun.png"
+AUDIO = MEDIA / "machine_gun_shooting.wav"
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="generate", overrides=["pipeline=tiny", "steps=1", *overrides])
+
+
+@needs_media
+def test_single_pair_writes_video_json_png(tmp_path):
+    cfg = _cfg(f"image={IMAGE}", f"audio={AUDIO}", "text=a lion", "steps=2")
+    (video,) = generate.run(cfg, tmp_path)
+    with av.open(str(video)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert sum(1 for _ in c.decode(v)) == 48
+        assert v.average_rate == 24
+        assert a.rate == 44100 and a.channels == 2
+    with av.open(str(video)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert abs(samples / 44100 - 2.0) < 0.05  # the first 2 s of the input audio
+    record = json.loads(video.with_name(video.stem + ".keyframes.json").read_text())
+    assert len(record["keyframes"]) == 12 and len(record["motion"]) == 48
+    assert record["keyframe_mode"] == "localizer" and record["text"] == "a lion"
+    assert video.with_name(video.stem + ".keyframes.png").stat().st_size > 0
+    assert (tmp_path / "config.yaml").is_file()
+
+
+@needs_media
+def test_multirun_sweep_one_folder_per_setting(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(REPO / "launch" / "generate.py"), "-m", "pipeline=tiny", "steps=1",
+           f"image={IMAGE}", f"audio={AUDIO}", f"out_dir={tmp_path}", "scales.aud=4,7.5"]
+    subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
+    folders = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert folders == ["scales.aud=4,steps=1", "scales.aud=7.5,steps=1"]
+    for name, aud in zip(folders, (4.0, 7.5)):
+        assert (tmp_path / "sweep" / name / "lion_and_gun__machine_gun_shooting.mp4").is_file()
+        assert OmegaConf.load(tmp_path / "sweep" / name / "config.yaml").scales.aud == aud
+
+
+@needs_media
+def test_bad_inputs_name_the_file(tmp_path):
+    missing = tmp_path / "missing.png"
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        generate.run(_cfg(f"image={missing}", f"audio={AUDIO}"), tmp_path)
+    with pytest.raises(ValueError, match="lion_and_gun.png"):  # an image given as the audio
+        generate.run(_cfg(f"image={IMAGE}", f"audio={IMAGE}"), tmp_path)
+    with pytest.raises(ValueError, match="image=<path> and audio=<path>"):
+        generate.run(_cfg(f"image={IMAGE}"), tmp_path)
+
+
+def test_list_and_folder_inputs(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "a.txt").write_text("a dog\n")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    (tmp_path / "b.mp3").write_bytes(b"")
+    pairs = generate.setup_inputs(_cfg(f"inputs={tmp_path}"))
+    assert [(p.name, p.audio.name, p.text) for p in pairs] == [("a", "a.wav", "a dog"), ("b", "b.mp3", None)]
+    listing = tmp_path / "pairs.txt"
+    listing.write_text("# image audio text\na.png a.wav a barking dog\nb.jpg b.mp3\n")
+    pairs = generate.setup_inputs(_cfg(f"inputs={listing}"))
+    assert [(p.image, p.text) for p in pairs] == [(tmp_path / "a.png", "a barking dog"), (tmp_path / "b.jpg", None)]
+    (tmp_path / "c.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="c.png"):
+        generate.setup_inputs(_cfg(f"inputs={tmp_path}"))

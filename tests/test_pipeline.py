@@ -1,0 +1,165 @@
+"""KeyVIDPipeline from seeded tiny components (diffusers ``get_dummy_components`` style), on CPU."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from keyvid.data.keyframes import uniform_keyframes
+from keyvid.diffusion import GuidanceScales, ddim_sample
+from keyvid.pipeline import KeyVIDPipeline, denoise, load_image, prepare_image, tiny_pipeline
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=0)
+
+
+def _image(seed=0, shape=(40, 50, 3)):
+    return np.random.RandomState(seed).randint(0, 256, shape, dtype=np.uint8)
+
+
+def _impacts(seed=0, seconds=2.0):
+    """Noise bursts at random times: a localizer curve with peaks."""
+    rng = np.random.RandomState(seed)
+    wave = 0.01 * rng.randn(1, int(seconds * SR)).astype(np.float32)
+    for t in rng.uniform(0.1, seconds - 0.1, size=4):
+        i = int(t * SR)
+        wave[0, i : i + 800] += rng.randn(800).astype(np.float32)
+    return wave
+
+
+@pytest.fixture(scope="module")
+def run_seed0(pipe):
+    return pipe(_image(), _impacts(), SR, "a hammer", steps=2, seed=0)
+
+
+def test_end_to_end_shapes(pipe, run_seed0):
+    out = run_seed0
+    assert out.frames.shape == (1, 48, pipe.height, pipe.width, 3) and out.frames.dtype == np.uint8
+    assert out.keyframes.shape == (1, 12) and out.keyframes.dtype == np.int64
+    k = out.keyframes[0]
+    assert k[0] == 0 and np.all(np.diff(k) > 0) and k[-1] < 48
+    assert out.motion.shape == (1, 48) and np.isfinite(out.motion).all()
+    assert out.frames.std() > 1  # not a constant picture
+
+
+@pytest.fixture(scope="module")
+def run_uniform(pipe):
+    return pipe(_image(), _impacts(), SR, keyframes="uniform", steps=1)
+
+
+def test_deterministic_by_seed(pipe, run_seed0):
+    again = pipe(_image(), _impacts(), SR, "a hammer", steps=2, seed=0)
+    np.testing.assert_array_equal(again.frames, run_seed0.frames)
+    np.testing.assert_array_equal(again.keyframes, run_seed0.keyframes)
+
+
+def test_uniform_and_given_keyframes(pipe, run_uniform):
+    uni = run_uniform
+    np.testing.assert_array_equal(uni.keyframes[0], uniform_keyframes(48, 12))
+    loc = pipe(_image(), _impacts(), SR, keyframes="localizer", steps=1)
+    assert not np.array_equal(loc.keyframes, uni.keyframes)
+    assert np.abs(loc.frames.astype(int) - uni.frames).max() > 0  # keyframe positions reach the output
+    given = pipe(_image(), _impacts(), SR, keyframes=uniform_keyframes(48, 12).tolist(), steps=1)
+    np.testing.assert_array_equal(given.frames, uni.frames)
+    with pytest.raises(ValueError, match="12 integers"):
+        pipe(_image(), _impacts(), SR, keyframes=[0, 1, 2], steps=1)
+    with pytest.raises(ValueError, match=r"\[0, 48\)"):
+        pipe(_image(), _impacts(), SR, keyframes=list(range(40, 52)), steps=1)
+
+
+def test_batch_seeds_and_odd_inputs(pipe):
+    gray = _image(1, (7, 300))  # grayscale, extreme aspect ratio
+    rgba = Image.fromarray(_image(2, (30, 30, 4)), "RGBA")
+    silent_short = np.zeros(5000, np.float32)  # 0.3 s of silence at 16 kHz
+    stereo_44k = np.stack([_impacts(3, 2.5)[0]] * 2)[:, : 44100 * 2]
+    out = pipe([rgba, rgba, gray], [stereo_44k, stereo_44k, silent_short], [44100, 44100, SR], ["text", "text", ""],
+               seed=[5, 6, 5], steps=1)
+    assert out.frames.shape[:2] == (3, 48) and out.keyframes.shape == (3, 12)
+    assert np.abs(out.frames[0].astype(int) - out.frames[1]).max() > 0  # the seed matters
+    single = pipe(rgba, stereo_44k, 44100, "text", seed=6, steps=1)
+    assert np.abs(single.frames[0].astype(int) - out.frames[1]).max() <= 1  # batching does not change a sample
+    np.testing.assert_array_equal(single.keyframes[0], out.keyframes[1])
+
+
+def test_save_load_round_trip(pipe, run_uniform, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = KeyVIDPipeline.from_pretrained(tmp_path / "p")
+    again = loaded(_image(), _impacts(), SR, keyframes="uniform", steps=1)
+    np.testing.assert_array_equal(again.frames, run_uniform.frames)
+    for name in KeyVIDPipeline.MODULES:
+        for a, b in zip(getattr(pipe, name).state_dict().items(), getattr(loaded, name).state_dict().items()):
+            assert a[0] == b[0] and torch.equal(a[1], b[1]), name
+
+
+def test_training_export_folders_fit(pipe, tmp_path):
+    """localizer/, generator/ and interpolator/ are the trainers' export format."""
+    from keyvid.pipeline import _tiny_encoders
+    from keyvid.training.export import load_exported
+
+    root = pipe.save_pretrained(tmp_path / "p")
+    localizer = load_exported(root / "localizer")
+    for a, b in zip(localizer.state_dict().values(), pipe.localizer.state_dict().values()):
+        assert torch.equal(a, b)
+    again = KeyVIDPipeline.from_exports(
+        root / "localizer", root / "generator", root / "interpolator", _tiny_encoders(), height=16, width=24
+    )
+    for name in KeyVIDPipeline.MODULES:
+        for a, b in zip(getattr(again, name).state_dict().values(), getattr(pipe, name).state_dict().values()):
+            assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match="interpolator export"):
+        KeyVIDPipeline.from_exports(root / "localizer", root / "generator", tmp_path, _tiny_encoders())
+
+
+def test_missing_and_mismatched_components(pipe, tmp_path):
+    root = pipe.save_pretrained(tmp_path / "p")
+    (root / "interpolator" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'interpolator/unet'.*diffusion_pytorch_model\.safetensors"):
+        KeyVIDPipeline.from_pretrained(root)
+    shutil.rmtree(root / "interpolator")
+    shutil.copytree(root / "generator", root / "interpolator")  # generator weights given as interpolator
+    with pytest.raises(ValueError, match="keyframe-generator weights"):
+        KeyVIDPipeline.from_pretrained(root)
+    with pytest.raises(FileNotFoundError, match="not a saved KeyVID pipeline"):
+        KeyVIDPipeline.from_pretrained(tmp_path)
+
+
+def test_prepare_image_modes_and_errors(tmp_path):
+    for im in (_image(0, (5, 3, 3)), _image(0, (900, 40)), Image.fromarray(_image(0, (8, 8, 4)), "RGBA"),
+               Image.fromarray(_image(0, (1, 1, 3))).convert("P")):
+        x = prepare_image(im, 16, 24)
+        assert x.shape == (3, 16, 24) and x.min() >= -1 and x.max() <= 1
+    transparent = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert torch.allclose(prepare_image(transparent, 4, 4), torch.ones(3, 4, 4))  # composited over white
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        load_image(tmp_path / "nope.png")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="bad.png"):
+        load_image(bad)
+
+
+def test_denoise_matches_ddim_sample(pipe):
+    """The pipeline's loop (which takes x_T) is ``ddim_sample`` when x_T is drawn the same way."""
+    b, t, g = 1, 4, torch.Generator().manual_seed(0)
+    cond = {
+        "concat": torch.randn(b, 4, t, 8, 12, generator=g),
+        "context": torch.randn(b, 77 + 16 * t, pipe.generator.config.context_dim, generator=g),
+        "audio": torch.randn(b, t, 12, 768, generator=g),
+        "fs": torch.tensor([6]),
+        "frame_idx": torch.tensor([[0, 4, 8, 12]]),
+    }
+    d = pipe.generator.config.context_dim
+    nulls = {"text": torch.zeros(1, 77, d), "image": torch.zeros(1, 16 * t, d), "audio": torch.zeros(1, t, 12, 768)}
+    args = dict(steps=3, scales=GuidanceScales(), guidance_rescale=0.7, eta=1.0)
+    ref = ddim_sample(pipe.generator, (b, 4, t, 8, 12), cond, nulls, generator=torch.Generator().manual_seed(1),
+                      schedule=pipe.schedule, **args)
+    gens = [torch.Generator().manual_seed(1)]
+    x = torch.randn(b, 4, t, 8, 12, generator=gens[0])
+    ours = denoise(pipe.generator, x, cond, nulls, pipe.schedule, generators=gens, **args)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)

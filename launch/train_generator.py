@@ -18,7 +18,15 @@ from keyvid.training.loop import train_loop
 from keyvid.training.optim import setup_lr_scheduler, setup_optimizer
 from keyvid.training.setup import setup_run, weight_dtype
 from keyvid.training.state import TrainState
-from keyvid.training.video_diffusion import BatchConditioner, add_mel, build_encoders, interpolation_window, setup_denoiser
+from keyvid.training.logging import write_preview
+from keyvid.training.video_diffusion import (
+    BatchConditioner,
+    add_mel,
+    build_encoders,
+    interpolation_window,
+    sample_preview,
+    setup_denoiser,
+)
 
 register()
 
@@ -53,10 +61,16 @@ def run(cfg: DictConfig, interpolator: bool) -> None:
         t = schedule.sample_timesteps(latents.shape[0], device=accelerator.device)
         return schedule.training_loss(denoiser, latents, t, cond), {}
 
+    def on_step(step, batch):
+        if cfg.train.sample_every and step % cfg.train.sample_every == 0 and accelerator.is_main_process:
+            frames = sample_preview(accelerator.unwrap_model(denoiser), conditioner, batch,
+                                    steps=cfg.train.sample_steps)
+            write_preview(accelerator, run_dir, step, frames, batch)
+
     train_loop(accelerator, denoiser, optimizer, scheduler, make_batches, loss_step, state,
                max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
                keep_last=cfg.train.keep_last, log_every=cfg.train.log_every,
-               max_grad_norm=cfg.train.max_grad_norm, ema=ema)
+               max_grad_norm=cfg.train.max_grad_norm, ema=ema, on_step=on_step)
     export_denoiser(accelerator, denoiser, run_dir / "export", ema)
     accelerator.end_training()
 

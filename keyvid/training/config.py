@@ -25,6 +25,8 @@ class TrainConfig:
     num_workers: int = 4
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 disables EMA
+    sample_every: int = 0  # generator/interpolator: a preview video every N steps (0: never)
+    sample_steps: int = 10  # DDIM steps of a preview
 
 
 @dataclass

@@ -40,6 +40,7 @@ def train_loop(
     ema=None,
     batch_size: Callable[[dict], int] = lambda b: len(b["key"]),
     max_nonfinite_in_row: int = 5,
+    on_step: Callable[[int, dict], None] | None = None,
 ) -> TrainState:
     """Run until ``state.step == max_steps``; saves every ``save_every`` steps and at the end.
 
@@ -51,8 +52,11 @@ def train_loop(
     batches = make_batches(state.step)
     bad_in_row = 0
     t0, seen0 = time.perf_counter(), state.samples_seen
+    data_wait = 0.0  # seconds spent waiting for batches since the last log line
     while state.step < max_steps:
+        tw = time.perf_counter()
         batch = next(batches)
+        data_wait += time.perf_counter() - tw
         with accelerator.accumulate(model):
             loss, logs = loss_step(batch)
             # every rank must agree to skip, or DDP/DeepSpeed collectives would hang
@@ -83,10 +87,16 @@ def train_loop(
         if state.step % log_every == 0 or state.step == max_steps:
             dt = time.perf_counter() - t0
             logs = {"loss": state.last_loss, "lr": lr_scheduler.get_last_lr()[0],
-                    "samples_per_s": (state.samples_seen - seen0) / max(dt, 1e-9), **logs}
+                    "samples_per_s": (state.samples_seen - seen0) / max(dt, 1e-9),
+                    "data_wait_share": data_wait / max(dt, 1e-9), **logs}
+            if torch.cuda.is_available():
+                logs["gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            t0, seen0, data_wait = time.perf_counter(), state.samples_seen, 0.0
             accelerator.log(logs, step=state.step)
             accelerator.print(f"step {state.step}/{max_steps} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}" for k, v in logs.items()))
+        if on_step is not None:
+            on_step(state.step, batch)  # e.g. sample previews; called on every rank
         if state.step % save_every == 0 or state.step == max_steps:
             save_checkpoint(accelerator, ckpt_dir, state.step, keep_last)
             if state.step < max_steps:

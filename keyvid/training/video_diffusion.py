@@ -180,3 +180,27 @@ def setup_denoiser(cfg_model, gradient_checkpointing: bool = False) -> KeyVIDDen
     denoiser = KeyVIDDenoiser(unet, image_proj)
     set_trainable(denoiser, cfg_model.trainable)
     return denoiser
+
+
+@torch.no_grad()
+def sample_preview(denoiser: KeyVIDDenoiser, conditioner: BatchConditioner, batch: dict, *, steps: int = 10,
+                   seed: int = 0) -> torch.Tensor:
+    """A short guided DDIM sample for the first clip of ``batch`` (training previews): "t h w c" uint8.
+
+    Uses the raw UNet with projected context, as the pipeline does; the scales are the paper's.
+    """
+    from keyvid.diffusion.sampling import ddim_sample
+
+    first = {k: (v[:1] if isinstance(v, torch.Tensor) else v[:1]) for k, v in batch.items()}
+    latents, cond = conditioner(first)
+    idx = cond["frame_idx"]
+    tokens = select_keyframe_tokens(denoiser.image_proj(cond["image"]), idx)
+    null_tokens = select_keyframe_tokens(denoiser.image_proj(conditioner.null["image"]), idx[:1])
+    null_audio = audio_tokens_per_frame(conditioner.null["audio_tokens"], idx[:1], layout=conditioner.audio_layout)
+    sample_cond = {"concat": cond["concat"], "context": torch.cat([cond["text"].to(tokens.dtype), tokens], 1),
+                   "audio": cond["audio"], "fs": cond["fs"], "frame_idx": idx}
+    null = {"text": conditioner.null["text"], "image": null_tokens, "audio": null_audio}
+    g = torch.Generator(device=latents.device).manual_seed(seed)
+    z = ddim_sample(denoiser.unet, latents.shape, sample_cond, null, steps=steps, generator=g)
+    video = conditioner.enc.vae.decode(z)[0]  # "c t h w" in about [-1, 1]
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu()

@@ -1,5 +1,6 @@
 import pytest
 
+from keyvid.data.io import read_av
 from keyvid.models.unet import KeyframeUNet
 from tests.launch.helpers import losses, run_script
 
@@ -23,7 +24,10 @@ def test_generator_trains_resumes_exactly_and_exports(tiny_shards, tmp_path):
 
 def test_interpolator_trains_with_ema(tiny_shards, tmp_path):
     p = run_script("train_interpolator.py", "debug=tiny", f"data.train_shards='{tiny_shards}'", f"run_dir={tmp_path}",
-                   "train.max_steps=2", "train.ema_decay=0.9")
+                   "train.max_steps=2", "train.ema_decay=0.9", "train.sample_every=2")
     assert sorted(losses(p.stdout)) == [1, 2]
     unet = KeyframeUNet.from_pretrained(tmp_path / "export" / "unet")
     assert unet.frame_index_mode == "none"
+    assert "data_wait_share" in p.stdout
+    preview = read_av(tmp_path / "samples" / "step-0000002.mp4", require_audio=True)
+    assert preview.frames.shape[0] == 4  # debug=tiny: 4-frame windows

@@ -173,14 +173,16 @@ def denoise(
     generators: list[torch.Generator],
     progress: bool = False,
     desc: str = "DDIM",
+    sequential: bool = False,
 ) -> torch.Tensor:
     """DDIM from a given x_T, one generator per sample (the loop of ``ddim_sample``, which draws its
-    own x_T and so cannot start from FreeNoise's rescheduled noise)."""
+    own x_T and so cannot start from FreeNoise's rescheduled noise). ``sequential``: the guidance
+    branches one forward at a time (``guided_v``), the reference path."""
     timesteps = ddim_timesteps(schedule, steps)
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale)
+        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale, sequential=sequential)
         noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
     return x
@@ -432,6 +434,7 @@ class KeyVIDPipeline:
         window: int = 12,
         stride: int = 6,
         progress: bool = False,
+        sequential: bool = False,
     ) -> KeyVIDOutput:
         """Generate one video per (image, audio) pair.
 
@@ -444,6 +447,8 @@ class KeyVIDPipeline:
             scales_key / scales_interp: Eq. 4 guidance scales of the two stages.
             seed: one seed for every sample, or one per sample.
             noise, window, stride: the interpolator's FreeNoise settings (``keyvid.diffusion.freenoise``).
+            sequential: evaluate the guidance branches and the FreeNoise windows one at a time instead
+                of batched (same result up to rounding; the reference for bench/pipeline_breakdown.py).
         """
         images = _as_list(image, None, "images")
         b = len(images)
@@ -468,16 +473,17 @@ class KeyVIDPipeline:
         null_clip = self.image_encoder(torch.zeros_like(pixels[:1]))
         audio = self.audio_encoder(mel)
         null_audio = self.audio_encoder(torch.zeros_like(mel[:1]))
-        first = torch.cat([self.vae.encode(pixels[i : i + 1, :, None], generator=gens[i]) for i in range(b)])
+        first = torch.cat([self.vae.encode(pixels[i : i + 1, :, None], generator=gens[i]) for i in range(b)]).float()
 
         key_latents = self._generate_keyframes(
             first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
             steps=steps, scales=scales_key, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
+            sequential=sequential,
         )
         latents = self._interpolate(
             key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
             steps=steps, scales=scales_interp, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
-            noise=noise, window=window, stride=stride,
+            noise=noise, window=window, stride=stride, sequential=sequential,
         )
         frames = self.vae.decode(latents)
         return KeyVIDOutput(frames=to_uint8(frames), keyframes=key_idx, motion=motion.astype(np.float32))
@@ -507,7 +513,7 @@ class KeyVIDPipeline:
 
     def _interpolate(
         self, key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
-        *, noise: NoiseMode, window: int, stride: int, **sampling,
+        *, noise: NoiseMode, window: int, stride: int, sequential: bool = False, **sampling,
     ) -> torch.Tensor:
         """Stage 3: "b 4 48 h w" latents from the keyframe latents placed at their indices (Fig. 6b)."""
         b, c, _, h, w = key_latents.shape
@@ -533,9 +539,10 @@ class KeyVIDPipeline:
                           keyframes=frame_idx[i].tolist(), generator=gens[i], device=dev, dtype=concat.dtype)
             for i in range(b)
         ])
-        with temporal_windows(self.interpolator, window, stride):
+        with temporal_windows(self.interpolator, window, stride, sequential=sequential):
             return denoise(
-                self.interpolator, x, cond, null_conds, self.schedule, generators=gens, desc="interpolation", **sampling
+                self.interpolator, x, cond, null_conds, self.schedule, generators=gens, desc="interpolation",
+                sequential=sequential, **sampling,
             )
 
 

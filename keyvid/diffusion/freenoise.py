@@ -69,18 +69,28 @@ def pyramid_weights(window: int) -> torch.Tensor:
 
 
 def window_fused_attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, *, window: int, stride: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, *, window: int, stride: int,
+    sequential: bool = False,
 ) -> torch.Tensor:
     """``attend`` over sliding frame windows, fused with pyramid weights: "b n (h d)" in and out.
 
     ``n`` is the frame axis (the temporal transformer folds space into the batch). All windows go
     through one ``attend`` call, stacked on the batch axis; a frame's output is
     ``sum_w p_w out_w / sum_w p_w`` over the windows ``w`` holding it. With ``n <= window`` this is
-    plain attention.
+    plain attention. ``sequential=True`` calls ``attend`` once per window (FreeNoise's and
+    upstream's loop), the reference the batched path is measured against.
     """
     b, n, c = q.shape
     if n <= window:
         return attend(q, k, v, heads)
+    if sequential:
+        weight = pyramid_weights(window).to(device=q.device, dtype=q.dtype)[:, None]
+        total, norm = torch.zeros_like(q), q.new_zeros(n, 1)
+        for s in window_starts(n, window, stride):
+            frames = slice(s, s + window)
+            total[:, frames] += attend(q[:, frames], k[:, frames], v[:, frames], heads) * weight
+            norm[frames] += weight
+        return total / norm
     starts = torch.tensor(window_starts(n, window, stride), device=q.device)
     idx = starts[:, None] + torch.arange(window, device=q.device)  # "w l"
     num_windows = idx.shape[0]
@@ -108,14 +118,17 @@ def temporal_self_attentions(model: nn.Module) -> list[SelfAttention]:
 
 
 @contextmanager
-def temporal_windows(model: nn.Module, window: int = 12, stride: int = 6) -> Iterator[nn.Module]:
+def temporal_windows(
+    model: nn.Module, window: int = 12, stride: int = 6, *, sequential: bool = False
+) -> Iterator[nn.Module]:
     """Within the block, the temporal self-attentions of ``model`` use FreeNoise window fusion.
 
     Spatial layers and the temporal convolutions are untouched (FreeNoise windows attention only).
-    The previous setting is restored on exit.
+    The previous setting is restored on exit. ``sequential``: one window at a time
+    (``window_fused_attend``).
     """
     _check_window(window, stride)
-    fn = functools.partial(window_fused_attend, window=window, stride=stride)
+    fn = functools.partial(window_fused_attend, window=window, stride=stride, sequential=sequential)
     modules = temporal_self_attentions(model)
     previous = [m.window_attend for m in modules]
     for m in modules:

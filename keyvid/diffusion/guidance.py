@@ -144,8 +144,20 @@ def guided_v(
     null_conds: Mapping[str, torch.Tensor],
     scales: GuidanceScales,
     guidance_rescale: float = 0.7,
+    *,
+    sequential: bool = False,
 ) -> torch.Tensor:
-    """Guided v-prediction from ONE forward over the four branches stacked on batch."""
-    v = apply_model(model, x_t.repeat(4, *([1] * (x_t.ndim - 1))), t.repeat(4), guidance_branches(cond, null_conds))
-    v_uncond, v_img, v_img_txt, v_full = v.chunk(4)
+    """Guided v-prediction from ONE forward over the four branches stacked on batch.
+
+    ``sequential=True`` runs the four branches as four forwards instead (what upstream's sampler
+    does): the same arithmetic, kept as the reference the batched path is measured against
+    (bench/pipeline_breakdown.py).
+    """
+    branches = guidance_branches(cond, null_conds)
+    if sequential:
+        parts = [{key: value.chunk(4)[i] for key, value in branches.items()} for i in range(4)]
+        v_uncond, v_img, v_img_txt, v_full = (apply_model(model, x_t, t, c) for c in parts)
+    else:
+        v = apply_model(model, x_t.repeat(4, *([1] * (x_t.ndim - 1))), t.repeat(4), branches)
+        v_uncond, v_img, v_img_txt, v_full = v.chunk(4)
     return rescale_guidance(combine_branches(v_uncond, v_img, v_img_txt, v_full, scales), v_full, guidance_rescale)

@@ -1,12 +1,14 @@
 """Evaluation scorer throughput (clips/s) per metric, with random-initialised full-size networks.
 
-    python bench/eval_throughput.py --device cuda --out bench_eval_gpu.json     # about 1-2 min on one H100
+    python bench/eval_throughput.py --device cuda --out bench_eval_gpu.json     # meant to take < 5 min on one H100
     python bench/eval_throughput.py --device cpu --clips 8 --out bench_eval_cpu.json
 
 Random weights (no pretrained file on the benchmark machine): the arithmetic is that of the real
 networks at the protocol's sizes, so the speed is representative. The clips are synthetic
 (``data_prep.synthetic``, rendered in memory at 256x256, 48 frames at 24 fps: a KeyVID output),
 taken to the protocol's 12 frames at 6 fps as ``launch/evaluate.py`` does. Decoding is not timed.
+On the GPU machine, install ``../shared/tools/gpu_wheels.sh`` with av (the synthetic clips and the
+mel front end import it) and run from the repository root with ``PYTHONPATH=/tmp/site:$PWD``.
 
 One JSON line per metric, each timed as ``launch/evaluate.py: clip_features`` calls it (one clip
 per call unless ``--batch``; frames moved to the device inside the timed loop, float32, default

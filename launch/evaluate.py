@@ -213,8 +213,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     for run_dir, label in runs_of(cfg):
         row, problems, per_clip = score_run(run_dir, label, videos, ref, spec, nets, cfg, out_dir)
         rows.append(row)
+        listed = len(read_split(Path(cfg.reference), cfg.split))
+        unusable = f"; {listed - len(videos)} listed videos unusable" if listed > len(videos) else ""
         notes += [f"{label}: scored {row['clips']} of {len(videos) * spec.num_clips} expected clips "
-                  f"({row['videos']} of {len(videos)} videos)"] + [f"{label}: {p}" for p in problems]
+                  f"({row['videos']} of {listed} listed videos{unusable})"] + [f"{label}: {p}" for p in problems]
         with (out_dir / f"per_clip_{label.replace('/', '_')}.csv").open("w", newline="") as f:
             keys = ["clip", "RelSync", "AlignSync", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset"]
             writer = csv.DictWriter(f, fieldnames=keys)

@@ -46,7 +46,7 @@ def test_scores_true_clips_with_every_metric(dataset, tmp_path):
     assert 0 < float(row["AlignSync"]) <= 50.0
     assert float(row["Sync-F1"]) >= 0.8 and float(row["Sync-R"]) >= 0.8
     md = (tmp_path / "scores.md").read_text()
-    assert "random weights" in md and "scored 9 of 9 expected clips (3 of 3 videos)" in md
+    assert "random weights" in md and "scored 9 of 9 expected clips (3 of 3 listed videos)" in md
     assert len(list((tmp_path / "plots").rglob("*.png"))) == 2
     assert len(_rows(tmp_path / f"per_clip_{gen.name}.csv")) == 9
 

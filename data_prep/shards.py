@@ -12,7 +12,12 @@ Per shard (video2dataset's ``data_writer.py`` habit):
 * ``{split}-{s:06d}.json`` the sidecar (keys, sample and video counts, seconds, errors), written
   last, also atomically. A shard with a sidecar is done: a restart skips it; a shard without one
   (a crash mid-way, a tar left behind) is written again from scratch;
-* rejected videos go to ``errors-{split}-{job}.jsonl`` with the path, the reason and the shard.
+* rejected videos go to ``errors-{split}-{job}.jsonl`` with the path, the reason and the shard
+  (a rewritten shard first drops its lines left by a killed run);
+* one JSON record per good video, ``records/{split}/{source_id}.json`` (``data_prep/records.py``),
+  written after the tar and before the sidecar.
+
+Tar members carry a fixed mtime, so a rerun after a kill writes byte-identical shards.
 
 Jobs: shard ``s`` belongs to job ``s % num_jobs``; ``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT``
 are the defaults, so one ``sbatch --array=0-N`` line splits the work.
@@ -38,8 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.ingest import Rejected, Sample, VideoRecord, build_flow_backend, ingest_video
+from data_prep.records import clip_record, write_record
 
 FRAME_CODECS = ("jpg", "mp4")
+# member mtime (webdataset stamps time.time() otherwise): the same inputs give the same tar bytes
+TAR_MTIME = 0.0
 
 
 # Workers are spawned, not forked: forking a process that already runs threads (torch's pools,
@@ -143,19 +151,26 @@ _BACKEND = None
 
 def _init_worker(flow: str, flow_kwargs: dict) -> None:
     global _BACKEND
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
     _BACKEND = build_flow_backend(flow, **flow_kwargs)
 
 
-def process_video(record: VideoRecord, cfg: ShardConfig) -> tuple[list[dict], dict | None]:
-    """One video -> (encoded samples, error record or None). Never raises: a bad video is an error record."""
+def process_video(record: VideoRecord, cfg: ShardConfig) -> tuple[list[dict], dict | None, dict | None]:
+    """One video -> (encoded samples, error or None, per-clip record or None).
+
+    Never raises: a bad video is an error record.
+    """
     try:
         samples = ingest_video(record, _BACKEND, **cfg.ingest_kwargs)
-        return [encode_sample(s, cfg.frame_codec, cfg.jpeg_quality) for s in samples], None
+        encoded = [encode_sample(s, cfg.frame_codec, cfg.jpeg_quality) for s in samples]
+        return encoded, None, clip_record(record, samples)
     except Rejected as e:
-        return [], {"path": str(record.path), "reason": e.reason}
+        return [], {"path": str(record.path), "reason": e.reason}, None
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a job of thousands
         tb = traceback.format_exc(limit=3).strip().splitlines()[-1]
-        return [], {"path": str(record.path), "reason": f"{type(e).__name__}: {e}", "where": tb}
+        return [], {"path": str(record.path), "reason": f"{type(e).__name__}: {e}", "where": tb}, None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -164,28 +179,40 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _write_errors(out_dir: Path, split: str, shard: int, job_index: int, errors: list[dict]) -> None:
+    """Replace shard ``shard``'s lines in this job's errors manifest: a killed run may have left them."""
+    path = out_dir / f"errors-{split}-{job_index}.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("shard") != shard]
+    if errors or len(kept) != len(lines):
+        _atomic_write_text(path, "".join(ln + "\n" for ln in kept + [json.dumps(e) for e in errors]))
+
+
 def write_shard(out_dir: Path, split: str, shard: int, results, job_index: int = 0) -> dict:
-    """Write the tar, the errors, then the sidecar of one shard from ``(samples, error)`` results."""
+    """Write the tar, the errors, the per-clip records, then the sidecar of one shard from
+    ``process_video`` results ``(samples, error, record)``."""
     import webdataset as wds
 
     name = shard_name(split, shard)
     t0 = time.time()
-    keys, errors, frames = [], [], 0
+    keys, errors, records, frames = [], [], [], 0
     tmp = out_dir / f"{name}.tar.tmp"
     with open(tmp, "wb") as f:
-        writer = wds.TarWriter(f, encoder=False)
-        for samples, error in results:
+        writer = wds.TarWriter(f, encoder=False, mtime=TAR_MTIME)
+        for samples, error, record in results:
             if error is not None:
                 errors.append({**error, "split": split, "shard": shard})
+            if record is not None:
+                records.append(record)
             for s in samples:
                 writer.write(s)
                 keys.append(s["__key__"])
                 frames += json.loads(s["meta.json"])["num_frames"]
         writer.close()
     tmp.replace(out_dir / f"{name}.tar")
-    if errors:
-        with open(out_dir / f"errors-{split}-{job_index}.jsonl", "a") as f:
-            f.writelines(json.dumps(e) + "\n" for e in errors)
+    _write_errors(out_dir, split, shard, job_index, errors)
+    for rec in records:
+        write_record(out_dir, split, {**rec, "windows": [{**w, "shard": name} for w in rec["windows"]]})
     stats = {"shard": name, "keys": keys, "num_samples": len(keys), "seconds": frames / 24.0,
              "errors": len(errors), "elapsed_s": round(time.time() - t0, 3)}
     _atomic_write_text(out_dir / f"{name}.json", json.dumps(stats, indent=1))
@@ -234,4 +261,5 @@ def write_shards(
             pool.shutdown()
     last = len(plan) - 1
     summary["urls"] = str(out_dir / f"{split}-{{000000..{last:06d}}}.tar") if plan else None
+    summary["records"] = str(out_dir / "records" / split)
     return summary

@@ -1,4 +1,5 @@
-"""Offline data prep: list videos -> ingest (24 fps, 16 kHz, motion score, keypoints) -> WebDataset shards.
+"""Offline data prep: list videos -> ingest (24 fps, 16 kHz, motion score, keypoints) -> WebDataset shards,
+plus one JSON record per clip under ``<out_dir>/records/<split>/`` (data_prep/records.py).
 
     python launch/prepare_data.py data.root=/data/AVSync15 data.layout=avsyncd data.name=avsync15 flow=classic
 """
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     print(f"{len(records)} videos; job {summary['job_index']}/{summary['num_jobs']}: "
           f"wrote {len(summary['written'])} shards ({summary['samples']} samples, {summary['errors']} errors), "
           f"skipped {summary['skipped']} done")
-    print(json.dumps({"urls": summary["urls"]}))
+    print(json.dumps({"urls": summary["urls"], "records": summary["records"]}))
 
 
 if __name__ == "__main__":

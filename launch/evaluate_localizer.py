@@ -21,7 +21,12 @@ from keyvid.training.export import load_exported
 @hydra.main(config_path="../conf", config_name="evaluate_localizer", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.manual_seed(0)
-    model = (localizer("tiny") if cfg.checkpoint == "tiny" else load_exported(cfg.checkpoint)).to(cfg.device).eval()
+    spec = str(cfg.checkpoint)
+    if spec == "tiny" or spec.startswith("random:"):  # untrained baselines: tiny, random:huge
+        model = localizer(spec.removeprefix("random:"))
+    else:
+        model = load_exported(spec)
+    model = model.to(cfg.device).eval()
     flow = build_flow_backend("classic")
     preds, trues, impacts, rejected = [], [], [], []
     for record in list_videos(cfg.data.root, cfg.data.layout, cfg.data.split):

@@ -25,10 +25,11 @@ done
 # the same network untrained, as the floor to compare against
 $PY launch/evaluate_localizer.py checkpoint="random:$SIZE" data.root="$OUT/synthetic" data.split=test \
     height=64 width=96 device="$DEVICE" out="$OUT/eval_test_untrained.json" > /dev/null
-if [ -d ../shared/media ]; then  # real clips, if present: AP@t against their flow peaks
+MEDIA=${MEDIA:-../shared/media}
+if [ -d "$MEDIA" ]; then  # real clips, if present: AP@t against their flow peaks
   mkdir -p "$OUT/media/videos/real"
   for f in chopping.mp4 flipping_a_pancake.mkv landscape_48f.mp4 snow_48f.mp4 dog_running.mp4; do
-    ln -sf "$(realpath ../shared/media/$f)" "$OUT/media/videos/real/$f"; echo "real/$f"; done > "$OUT/media/test.txt"
+    ln -sf "$(realpath "$MEDIA/$f")" "$OUT/media/videos/real/$f"; echo "real/$f"; done > "$OUT/media/test.txt"
   $PY launch/evaluate_localizer.py checkpoint="$OUT/run/export" data.root="$OUT/media" data.split=test \
       height=160 width=256 device="$DEVICE" out="$OUT/eval_media.json" > /dev/null
 fi

@@ -3,9 +3,9 @@
     python bench/unet_train_step.py --configs "b2-t12,b8-t12-ckpt,b8-t12-ckpt-compile" --out bench_unet.json
 
 Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
-(torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks``), ``eval``
-(forward only, no grad). A step is forward + v-loss +
-backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
+(torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks``), ``cb``
+(cudnn.benchmark), ``eval`` (forward only, no grad). A step
+is forward + v-loss + backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
 weights. FLOPs of one step are counted with torch's FlopCounterMode (matmuls, convs, SDPA);
 MFU = model FLOPs (no checkpoint recompute) / step time / the measured bf16 dense matmul
 rate (``--peak``, default: measured here).
@@ -67,6 +67,7 @@ def run(spec, peak, steps):
     row = {"config": spec, "batch": b, "frames": t}
     with torch.device("cuda"):
         model = keyframe_unet_512()
+    torch.backends.cudnn.benchmark = "cb" in flags
     inp = inputs(b, t)
     target = torch.randn(b, 4, t, 40, 64, device="cuda")
     train = "eval" not in flags

@@ -74,12 +74,12 @@ class SampleDecoder:
 
     def __init__(self, *, num_keyframes: int = 12, sampling: str = "keyframe", keyframe_ratio: float = 1.0,
                  mode: str = "paper", seed: int = 0, epoch: int = 0, window_frames: int = 48,
-                 image_size: tuple[int, int] | None = None, all_frames: bool = False):
+                 image_size: tuple[int, int] | None = None, all_frames: bool = False, latents: bool = False):
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling={sampling!r}; expected one of {SAMPLINGS}")
         self.num_keyframes, self.sampling, self.keyframe_ratio, self.mode = num_keyframes, sampling, keyframe_ratio, mode
         self.seed, self.epoch, self.window_frames = seed, epoch, window_frames
-        self.image_size, self.all_frames = image_size, all_frames
+        self.image_size, self.all_frames, self.latents = image_size, all_frames, latents
         self.visits: Counter = Counter()
 
     def rng(self, key: str) -> np.random.Generator:
@@ -109,8 +109,15 @@ class SampleDecoder:
         kp = KeyPoints(np.asarray(meta["peaks"], np.int64), np.asarray(meta["valleys"], np.int64),
                        smooth_curve(normalize_curve(motion)), T).window(start, W)
         idx = self.select(kp, rng).astype(np.int64)
-        frames = _decode_frames(sample, start + (np.arange(W) if self.all_frames else idx))
-        video = _to_tensor(frames, self.image_size)  # "c t h w"
+        chosen = start + (np.arange(W) if self.all_frames else idx)
+        extra = {}
+        if self.latents:  # precomputed VAE moments (data_prep/latents.py): decode only the first frame
+            if "latents.npy" not in sample:
+                raise ValueError(f"sample {key} has no latents.npy: run data_prep/latents.py or set latents off")
+            extra["latent_moments"] = torch.from_numpy(_load_npy(sample["latents.npy"])[:, chosen].astype(np.float32))
+            video = _to_tensor(_decode_frames(sample, chosen[:1]), self.image_size)
+        else:
+            video = _to_tensor(_decode_frames(sample, chosen), self.image_size)  # "c t h w"
         spf = meta.get("sample_rate", 16000) / FPS
         a0, n = int(round(start * spf)), int(round(W * spf))
         wave = np.zeros(n, np.float32)
@@ -126,6 +133,7 @@ class SampleDecoder:
             "audio": torch.from_numpy(wave)[None],  # "1 n", n = 32000 for 2 s at 16 kHz
             "motion": torch.from_numpy(normalize_curve(motion[start : start + W]).astype(np.float32)),
             "caption": meta.get("caption", ""),
+            **extra,
         }
 
 
@@ -149,6 +157,7 @@ def make_dataset(
     resampled: bool = False,
     all_frames: bool = False,
     batch_size: int | None = None,
+    latents: bool = False,
 ):
     """A WebDataset pipeline over ``shard_urls`` (a brace pattern, e.g. ``train-{000000..000009}.tar``, or a list).
 
@@ -172,7 +181,7 @@ def make_dataset(
 
     decoder = SampleDecoder(num_keyframes=num_keyframes, sampling=sampling, keyframe_ratio=keyframe_ratio,
                             mode=mode, seed=seed, epoch=epoch, window_frames=window_frames,
-                            image_size=image_size, all_frames=all_frames)
+                            image_size=image_size, all_frames=all_frames, latents=latents)
     if resampled:
         stages = [wds.ResampledShards(shard_urls, seed=seed + epoch, deterministic=True)]
     else:

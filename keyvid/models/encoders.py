@@ -85,6 +85,26 @@ class FrozenVAE(_Frozen):
         return rearrange(latents * self.scale_factor, "(b t) c h w -> b c t h w", b=b)
 
     @torch.no_grad()
+    def encode_moments(self, video: torch.Tensor) -> torch.Tensor:
+        """"b 3 t H W" -> "b 8 t H/8 W/8": the posterior's mean and log-variance, unscaled, for
+        latents precomputed offline (``data_prep/latents.py``); ``sample_moments`` draws from them."""
+        b = video.shape[0]
+        frames = rearrange(video, "b c t h w -> (b t) c h w").to(self.vae.dtype)
+        dists = [self.vae.encode(chunk).latent_dist for chunk in frames.split(self.chunk_frames)]
+        moments = torch.cat([torch.cat([d.mean, d.logvar], dim=1) for d in dists])
+        return rearrange(moments, "(b t) c h w -> b c t h w", b=b)
+
+    def sample_moments(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A posterior sample times the scale factor from stored moments "b 8 t h w"; with the same
+        generator it draws the same noise, chunk by chunk, as ``encode`` does."""
+        b = moments.shape[0]
+        mean, logvar = rearrange(moments.float(), "b c t h w -> (b t) c h w").chunk(2, dim=1)
+        noise = torch.cat([torch.randn(chunk.shape, generator=generator, device=chunk.device)
+                           for chunk in mean.split(self.chunk_frames)])
+        z = (mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise) * self.scale_factor
+        return rearrange(z, "(b t) c h w -> b c t h w", b=b)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """"b 4 t h w" -> "b 3 t 8h 8w" in about [-1, 1]."""
         b = latents.shape[0]

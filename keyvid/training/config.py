@@ -53,6 +53,9 @@ class DataConfig:
     height: int = 320
     width: int = 512
     shuffle_buffer: int = 256
+    # read VAE moments stored by data_prep/latents.py instead of encoding frames (generator and
+    # interpolator; the shards' frame size must then be the training size)
+    precomputed_latents: bool = False
 
 
 def register() -> None:

@@ -45,7 +45,8 @@ def setup_batches(cfg_data, cfg_train, *, seed: int, all_frames: bool = False,
     ds = make_dataset(urls, num_keyframes=cfg_data.num_keyframes, sampling=cfg_data.sampling,
                       keyframe_ratio=cfg_data.keyframe_ratio, mode=cfg_data.selection_mode, seed=seed,
                       window_frames=cfg_data.num_frames, image_size=(cfg_data.height, cfg_data.width),
-                      shuffle_buffer=cfg_data.shuffle_buffer, resampled=True, all_frames=all_frames)
+                      shuffle_buffer=cfg_data.shuffle_buffer, resampled=True, all_frames=all_frames,
+                      latents=cfg_data.precomputed_latents)
     loader = DataLoader(_Mapped(ds, per_sample), batch_size=cfg_train.batch_size, collate_fn=collate,
                         num_workers=cfg_train.num_workers, pin_memory=torch.cuda.is_available(),
                         persistent_workers=cfg_train.num_workers > 0)

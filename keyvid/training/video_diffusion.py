@@ -109,16 +109,18 @@ def interpolation_window(sample: dict, num_frames: int = 12, seed: int = 0) -> d
     """DataLoader-side, interpolator: upstream's ``avsync15_interp`` sample. From all 48 frames and
     the Algorithm-1 keyframes, take ``num_frames`` frames at stride 1 or 2 from a random start;
     frames that are keyframes become conditions (the first and last when at most one is)."""
-    video, keys = sample["video"], sample["frame_idx"]  # "c 48 h w", (T_K,)
+    keys = sample["frame_idx"]  # (T_K,) keyframes in the 48
+    frames = sample["latent_moments"] if "latent_moments" in sample else sample["video"]  # "c 48 h w"
     rng = np.random.default_rng([seed, zlib.crc32(sample["key"].encode())])
     stride = int(rng.integers(1, 3))
-    start = int(rng.integers(0, video.shape[1] - stride * (num_frames - 1)))
+    start = int(rng.integers(0, frames.shape[1] - stride * (num_frames - 1)))
     idx = torch.arange(num_frames) * stride + start
     is_key = torch.isin(idx, keys)
     if is_key.sum() <= 1:
         is_key[0] = is_key[-1] = True
     # the image condition stays the clip's first frame, the input image at inference
-    sample.update(video=video[:, idx], frame_idx=idx, is_key=is_key, fs=24 // stride)
+    sample.update(frame_idx=idx, is_key=is_key, fs=24 // stride)
+    sample["latent_moments" if "latent_moments" in sample else "video"] = frames[:, idx]
     return sample
 
 
@@ -139,9 +141,11 @@ class BatchConditioner:
     @torch.no_grad()
     def __call__(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         dev, dt = self.device, self.dtype
-        video = batch["video"].to(dev, dt)  # "b c t h w" in [-1, 1]
         frame_idx = batch["frame_idx"].to(dev)
-        latents = self.enc.vae.encode(video).to(dt)
+        if "latent_moments" in batch:  # precomputed offline (data_prep/latents.py): a fresh posterior sample
+            latents = self.enc.vae.sample_moments(batch["latent_moments"].to(dev), generator).to(dt)
+        else:
+            latents = self.enc.vae.encode(batch["video"].to(dev, dt), generator).to(dt)  # "b c t h w" in [-1, 1]
         if self.interpolator:  # Fig. 6b: keyframe latents at their positions, zeros elsewhere
             mask = batch["is_key"].to(dev)[:, None, :, None, None]
             concat = latents * mask

@@ -32,20 +32,28 @@ def main():
     p.add_argument("--sizes", default="320x512,360x640")
     p.add_argument("--batches", default="16,32,64")
     p.add_argument("--updates", type=int, default=12)
+    p.add_argument("--archs", default="raft_large,raft_small")
+    p.add_argument("--dtypes", default="bfloat16,float32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the RAFT model")
+    p.add_argument("--no-naive", action="store_true", help="skip the single-call comparison")
     a = p.parse_args()
     results = []
-    for arch in ("raft_large", "raft_small"):
-        for dtype in ("bfloat16", "float32"):
-            flow = RaftFlow(arch, None, device="cuda", num_flow_updates=a.updates, dtype=dtype, max_pairs=32)
+    for arch in a.archs.split(","):
+        for dtype in a.dtypes.split(","):
+            flow = RaftFlow(arch, None, device="cuda", num_flow_updates=a.updates, dtype=dtype, max_pairs=32,
+                            compile=a.compile)
             for size in a.sizes.split(","):
                 h, w = map(int, size.split("x"))
                 for n in map(int, a.batches.split(",")):
                     x = torch.rand(n + 1, 3, h, w, device="cuda") * 2 - 1
-                    row = {"arch": arch, "dtype": dtype, "size": size, "pairs": n, "updates": a.updates}
+                    row = {"arch": arch, "dtype": dtype, "size": size, "pairs": n, "updates": a.updates,
+                           "compiled": a.compile}
                     dt = timed(lambda: flow.flow_pairs(x[:-1], x[1:]), 3)
                     row["chunked_pairs_per_s"] = round(n / dt, 1)
                     flow.max_pairs = n
                     try:
+                        if a.no_naive:
+                            raise RuntimeError("skipped")
                         row["naive_pairs_per_s"] = round(n / timed(lambda: flow.flow_pairs(x[:-1], x[1:]), 3), 1)
                     except RuntimeError as e:
                         row["naive_error"] = str(e).splitlines()[0][:120]

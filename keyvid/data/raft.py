@@ -41,9 +41,11 @@ class RaftFlow:
     """``backend(frames) -> "(t-1) 2 h w"`` flow in pixels, with the ClassicFlow call signature."""
 
     def __init__(self, arch: str = "raft_large", weights: str | Path | None = None, *, device: str | None = None,
-                 num_flow_updates: int = 12, max_pairs: int = 32, dtype: str = "bfloat16"):
+                 num_flow_updates: int = 12, max_pairs: int = 32, dtype: str = "bfloat16", compile: bool = False):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = build_raft(arch, weights).to(self.device)
+        if compile:  # fuses RAFT's many small update-step ops; compiles once per input shape
+            self.model = torch.compile(self.model)
         self.num_flow_updates, self.max_pairs = num_flow_updates, max_pairs
         if dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"unknown dtype {dtype!r} for RAFT")

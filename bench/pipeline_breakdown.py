@@ -49,6 +49,7 @@ from diffusers import AutoencoderKL
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
+from unet_train_step import matmul_peak  # sibling script: bench/ is on sys.path when run as a file
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.diffusion.schedule import DiffusionSchedule
 from keyvid.models.audio_frontend import waveform_to_mel
@@ -225,20 +226,9 @@ def decode(pipe: KeyVIDPipeline, latents: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------ measurements
 
 
-def matmul_rate(device: torch.device, n: int = 8192, reps: int = 20) -> float | None:
-    """bf16 dense matmul FLOP/s (the same measure as bench/unet_train_step.py)."""
-    if device.type != "cuda":
-        return None
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+def matmul_rate(device: torch.device) -> float | None:
+    """bf16 dense matmul FLOP/s, measured as bench/unet_train_step.py does."""
+    return matmul_peak() if device.type == "cuda" else None
 
 
 def unet_flops(fn: Callable[[], object]) -> int:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bench.unet_train_step import inputs
+from unet_train_step import inputs  # sibling script: bench/ is on sys.path when run as a file
 from keyvid.models.unet import keyframe_unet_512
 
 

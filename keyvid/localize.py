@@ -13,7 +13,22 @@ import numpy as np
 import torch
 
 from keyvid.data.keyframes import detect_keypoints, select_keyframes
-from keyvid.models.audio_frontend import SAMPLE_RATE, waveform_to_mel
+from keyvid.models.audio_frontend import waveform_to_mel
+
+
+def load_localizer(spec: str, device: str = "cpu"):
+    """A trained localizer from its export folder (launch/train_localizer.py), or an untrained
+    baseline: ``tiny`` or ``random:<size>`` (seeded, for smoke tests and evaluation floors)."""
+    from keyvid.models.builders import localizer
+    from keyvid.training.export import load_exported
+
+    spec = str(spec)
+    if spec == "tiny" or spec.startswith("random:"):
+        torch.manual_seed(0)
+        model = localizer(spec.removeprefix("random:"))
+    else:
+        model = load_exported(spec)
+    return model.to(device).eval()
 
 
 @dataclass
@@ -48,4 +63,4 @@ def localize(model, wave: torch.Tensor, sample_rate: int, *, start_s: float = 0.
     return Localization(motion, kp.peaks, kp.valleys, keyframes)
 
 
-__all__ = ["Localization", "localize", "SAMPLE_RATE"]
+__all__ = ["Localization", "load_localizer", "localize"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -55,6 +55,8 @@ from keyvid.models.imagebind_audio import ImageBindAudio, audio_tokens_per_frame
 from keyvid.models.localizer import KeyframeLocalizer, keyframe_localizer_tiny
 from keyvid.models.resampler import Resampler, select_keyframe_tokens
 from keyvid.models.unet import KeyframeUNet
+from keyvid.training.export import load_exported
+from keyvid.training.video_diffusion import tiny_encoders
 
 FPS = 24
 NUM_FRAMES = 48  # 2 s at 24 fps
@@ -330,8 +332,8 @@ class KeyVIDPipeline:
                     raise FileNotFoundError(f"KeyVID pipeline component {name!r}: {root / name / file} not found")
         config = json.loads((root / PIPELINE_FILE).read_text())
         pipe = cls(
-            localizer=_load_module(root / "localizer"),
-            audio_encoder=_load_module(root / "audio_encoder"),
+            localizer=load_exported(root / "localizer"),
+            audio_encoder=load_exported(root / "audio_encoder"),
             generator=KeyframeUNet.from_pretrained(root / "generator" / "unet"),
             interpolator=KeyframeUNet.from_pretrained(root / "interpolator" / "unet"),
             generator_projector=Resampler.from_pretrained(root / "generator" / "image_proj"),
@@ -365,7 +367,7 @@ class KeyVIDPipeline:
                         raise FileNotFoundError(f"{stage} export: {path} not found")
         g, i = folders["generator"], folders["interpolator"]
         return cls(
-            localizer=_load_module(folders["localizer"]),
+            localizer=load_exported(folders["localizer"]),
             audio_encoder=encoders.audio,
             generator=KeyframeUNet.from_pretrained(g / "unet"),
             interpolator=KeyframeUNet.from_pretrained(i / "unet"),
@@ -588,19 +590,6 @@ def _save_module(path: Path, module: nn.Module, config: dict) -> None:
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path / WEIGHTS)
 
 
-def _load_module(path: Path) -> nn.Module:
-    """Rebuild from ``config.json`` (``_target_`` + arguments) and load ``model.safetensors``."""
-    from hydra.utils import instantiate
-
-    module = instantiate(json.loads((path / "config.json").read_text()))
-    missing, unexpected = module.load_state_dict(load_file(path / WEIGHTS), strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path / WEIGHTS} does not fit {path / 'config.json'}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return module
-
-
 # ------------------------------------------------------------------------------------ tiny
 
 
@@ -620,7 +609,7 @@ def tiny_pipeline(seed: int = 0, height: int = 16, width: int = 24) -> KeyVIDPip
     via ``from_exports``. 16 x 24 pixels is an 8 x 12 latent with the tiny 2x VAE. Zero-initialised
     layers are re-initialised (``_randomize_zero_init``) so every condition reaches the output.
     """
-    encoders = _tiny_encoders()
+    encoders = tiny_encoders()
     torch.manual_seed(seed)
     generator, interpolator = builders.unet("tiny"), builders.unet("tiny", interpolator=True)
     for unet in (generator, interpolator):
@@ -638,12 +627,3 @@ def tiny_pipeline(seed: int = 0, height: int = 16, width: int = 24) -> KeyVIDPip
         height=height,
         width=width,
     )
-
-
-def _tiny_encoders():
-    """The trainers' ``encoders.kind=tiny`` stand-ins (the same seeded weights)."""
-    from omegaconf import OmegaConf
-
-    from keyvid.training.video_diffusion import build_encoders
-
-    return build_encoders(OmegaConf.create({"kind": "tiny"}))

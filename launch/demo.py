@@ -54,10 +54,10 @@ def generate_test_videos(cfg, data: Path, runs: Path, out: Path) -> None:
     evaluation protocol expects (<class>/<name>_clip-0.mp4) with the input audio muxed in."""
     from keyvid.models.audio_frontend import load_audio
     from keyvid.pipeline import FPS, KeyVIDPipeline
-    from keyvid.training.video_diffusion import build_encoders
+    from keyvid.training.video_diffusion import tiny_encoders
 
     pipe = KeyVIDPipeline.from_exports(runs / "localizer" / "export", runs / "generator" / "export",
-                                       runs / "interpolator" / "export", build_encoders(_tiny()),
+                                       runs / "interpolator" / "export", tiny_encoders(),
                                        height=32, width=48)
     pipe.save_pretrained(out / "pipeline")
     for rel in (data / "test.txt").read_text().split()[: cfg.generate.num_videos]:
@@ -68,12 +68,6 @@ def generate_test_videos(cfg, data: Path, runs: Path, out: Path) -> None:
         dst = out / "generated" / rel.replace(".mp4", "_clip-0.mp4")
         write_av(dst, result.frames[0], FPS, audio=wave.numpy()[:1, : 2 * sr], sample_rate=sr)
         print(f"  {dst.relative_to(out)}: keyframes {result.keyframes[0].tolist()}")
-
-
-def _tiny():
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create({"kind": "tiny"})
 
 
 @hydra.main(config_path="../conf", config_name="demo", version_base="1.3")

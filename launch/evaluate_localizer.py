@@ -13,20 +13,12 @@ from omegaconf import DictConfig
 
 from data_prep.ingest import Rejected, build_flow_backend, ingest_video, list_videos
 from keyvid.eval.ap import average_precision_from_curves, curve_peaks, onset_scores
-from keyvid.localize import localize
-from keyvid.models.builders import localizer
-from keyvid.training.export import load_exported
+from keyvid.localize import load_localizer, localize
 
 
 @hydra.main(config_path="../conf", config_name="evaluate_localizer", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    torch.manual_seed(0)
-    spec = str(cfg.checkpoint)
-    if spec == "tiny" or spec.startswith("random:"):  # untrained baselines: tiny, random:huge
-        model = localizer(spec.removeprefix("random:"))
-    else:
-        model = load_exported(spec)
-    model = model.to(cfg.device).eval()
+    model = load_localizer(cfg.checkpoint, cfg.device)
     flow = build_flow_backend("classic")
     preds, trues, impacts, rejected = [], [], [], []
     for record in list_videos(cfg.data.root, cfg.data.layout, cfg.data.split):

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from keyvid.diffusion import DiffusionSchedule
 from keyvid.training.checkpoint import resume_if_possible
 from keyvid.training.config import register
-from keyvid.training.data import setup_batches
+from keyvid.training.data import add_mel, setup_batches
 from keyvid.training.ema import setup_ema
 from keyvid.training.export import export_denoiser
 from keyvid.training.loop import train_loop
@@ -21,7 +21,6 @@ from keyvid.training.state import TrainState
 from keyvid.training.logging import write_preview
 from keyvid.training.video_diffusion import (
     BatchConditioner,
-    add_mel,
     build_encoders,
     interpolation_window,
     sample_preview,

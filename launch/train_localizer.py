@@ -9,11 +9,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from keyvid.models.audio_frontend import SAMPLE_RATE, waveform_to_mel
 from keyvid.models.imagebind_audio import load_imagebind_audio
 from keyvid.training.checkpoint import resume_if_possible
 from keyvid.training.config import register
-from keyvid.training.data import setup_batches
+from keyvid.training.data import add_mel, setup_batches
 from keyvid.training.export import export_model
 from keyvid.training.loop import train_loop
 from keyvid.training.optim import setup_lr_scheduler, setup_optimizer
@@ -28,12 +27,6 @@ def setup_model(cfg: DictConfig):
     if cfg.pretrained_imagebind:
         load_imagebind_audio(cfg.pretrained_imagebind, model.encoder)
     return model
-
-
-def add_mel(sample: dict) -> dict:
-    # ImageBind's log-mel (1, 128, 204), computed in the DataLoader workers
-    sample["mel"] = waveform_to_mel(sample["audio"], SAMPLE_RATE)
-    return sample
 
 
 @hydra.main(config_path="../conf", config_name="train_localizer", version_base="1.3")

@@ -99,7 +99,7 @@ def test_save_load_round_trip(pipe, run_uniform, tmp_path):
 
 def test_training_export_folders_fit(pipe, tmp_path):
     """localizer/, generator/ and interpolator/ are the trainers' export format."""
-    from keyvid.pipeline import _tiny_encoders
+    from keyvid.training.video_diffusion import tiny_encoders
     from keyvid.training.export import load_exported
 
     root = pipe.save_pretrained(tmp_path / "p")
@@ -107,13 +107,13 @@ def test_training_export_folders_fit(pipe, tmp_path):
     for a, b in zip(localizer.state_dict().values(), pipe.localizer.state_dict().values()):
         assert torch.equal(a, b)
     again = KeyVIDPipeline.from_exports(
-        root / "localizer", root / "generator", root / "interpolator", _tiny_encoders(), height=16, width=24
+        root / "localizer", root / "generator", root / "interpolator", tiny_encoders(), height=16, width=24
     )
     for name in KeyVIDPipeline.MODULES:
         for a, b in zip(getattr(again, name).state_dict().values(), getattr(pipe, name).state_dict().values()):
             assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError, match="interpolator export"):
-        KeyVIDPipeline.from_exports(root / "localizer", root / "generator", tmp_path, _tiny_encoders())
+        KeyVIDPipeline.from_exports(root / "localizer", root / "generator", tmp_path, tiny_encoders())
 
 
 def test_missing_and_mismatched_components(pipe, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from keyvid.data.dataset import collate, make_dataset
+from keyvid.models.audio_frontend import SAMPLE_RATE, waveform_to_mel
 
 
 def check_shards(pattern: str, key: str = "data.train_shards") -> list[str]:
@@ -22,6 +23,12 @@ def check_shards(pattern: str, key: str = "data.train_shards") -> list[str]:
     if missing:
         raise FileNotFoundError(f"{key}: {len(missing)} of {len(urls)} shards missing, e.g. {missing[0]}")
     return urls
+
+
+def add_mel(sample: dict) -> dict:
+    """DataLoader-side: ImageBind's log-mel (1, 128, 204) of the sample's 2 s of audio."""
+    sample["mel"] = waveform_to_mel(sample["audio"], SAMPLE_RATE)
+    return sample
 
 
 class _Mapped(IterableDataset):

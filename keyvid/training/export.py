@@ -32,7 +32,10 @@ def load_exported(path: str | Path):
         if not (path / name).is_file():
             raise FileNotFoundError(f"exported model incomplete: {path / name} is missing")
     model = instantiate(OmegaConf.create(json.loads((path / "config.json").read_text())))
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path / 'model.safetensors'} does not fit {path / 'config.json'}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model
 
 

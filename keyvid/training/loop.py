@@ -59,9 +59,10 @@ def train_loop(
         data_wait += time.perf_counter() - tw
         with accelerator.accumulate(model):
             loss, logs = loss_step(batch)
-            # every rank must agree to skip, or DDP/DeepSpeed collectives would hang
-            finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "mean").item() == 1.0
-            if not finite:
+            # One collective gives both the logged mean loss and the skip decision: a NaN/inf on any
+            # rank makes the mean non-finite, so every rank skips together (or DDP/DeepSpeed would hang).
+            mean_loss = accelerator.reduce(loss.detach().float().reshape(1).clone(), "mean").item()
+            if not math.isfinite(mean_loss):
                 state.skipped_nonfinite += 1
                 bad_in_row += 1
                 optimizer.zero_grad(set_to_none=True)
@@ -81,7 +82,7 @@ def train_loop(
         if not accelerator.sync_gradients:
             continue
         state.step += 1
-        state.last_loss = accelerator.gather(loss.detach()[None]).mean().item()
+        state.last_loss = mean_loss
         if ema is not None:
             ema.step([p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad])
         if state.step % log_every == 0 or state.step == max_steps:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from keyvid.diffusion.guidance import drop_conditions
-from keyvid.models.audio_frontend import SAMPLE_RATE, waveform_to_mel
 from keyvid.models.imagebind_audio import (
     ImageBindAudio,
     audio_tokens_per_frame,
@@ -83,26 +82,27 @@ class Encoders:
         return self
 
 
+def tiny_encoders() -> Encoders:
+    """Seeded random stand-ins (``encoders.kind=tiny``), the same weights on every call."""
+    from keyvid.models import encoders as enc
+
+    torch.manual_seed(0)
+    audio = imagebind_audio(768, 1, 12, out_embed_dim=None)  # the UNet expects 768-wide audio tokens
+    return Encoders(enc.tiny_vae(), enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
+
+
 def build_encoders(cfg) -> Encoders:
     """``cfg.kind``: ``pretrained`` reads every encoder from a local path (an error names a missing
     one); ``tiny`` builds seeded random stand-ins so ``debug=tiny`` runs on CPU."""
     from keyvid.models import encoders as enc
 
     if cfg.kind == "tiny":
-        torch.manual_seed(0)
-        audio = imagebind_audio(768, 1, 12, out_embed_dim=None)  # the UNet expects 768-wide audio tokens
-        return Encoders(enc.tiny_vae(), enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
+        return tiny_encoders()
     if cfg.kind != "pretrained":
         raise ValueError(f"unknown encoders.kind={cfg.kind!r}; expected pretrained or tiny")
     audio = load_imagebind_audio(cfg.imagebind, imagebind_audio_huge(out_embed_dim=None)).eval()
     return Encoders(enc.FrozenVAE.from_pretrained(cfg.vae), enc.FrozenCLIPTextEncoder.from_pretrained(cfg.clip),
                     enc.FrozenCLIPImageEncoder.from_pretrained(cfg.clip), audio.requires_grad_(False))
-
-
-def add_mel(sample: dict) -> dict:
-    """DataLoader-side: ImageBind's log-mel (1, 128, 204) of the sample's 2 s of audio."""
-    sample["mel"] = waveform_to_mel(sample["audio"], SAMPLE_RATE)
-    return sample
 
 
 def interpolation_window(sample: dict, num_frames: int = 12, seed: int = 0) -> dict:

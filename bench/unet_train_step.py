@@ -4,7 +4,8 @@
 
 Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
 (torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks``), ``cb``
-(cudnn.benchmark), ``eval`` (forward only, no grad). A step
+(cudnn.benchmark), ``eval`` (forward only, no grad), ``bf16w`` (with ``eval``: bf16 weights and
+inputs, no autocast, as inference can run). A step
 is forward + v-loss + backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
 weights. FLOPs of one step are counted with torch's FlopCounterMode (matmuls, convs, SDPA);
 MFU = model FLOPs (no checkpoint recompute) / step time / the measured bf16 dense matmul
@@ -78,6 +79,9 @@ def run(spec, peak, steps):
         flops = None
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
+    if "bf16w" in flags and not train:
+        model.to(torch.bfloat16)
+        inp = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inp.items()}
     if "ckpt" in flags:
         model.enable_gradient_checkpointing()
     if "rc" in flags:

@@ -50,7 +50,7 @@ from keyvid.diffusion.sampling import ddim_step, ddim_timesteps
 from keyvid.diffusion.schedule import Conditioning, DiffusionSchedule
 from keyvid.models import builders
 from keyvid.models.audio_frontend import waveform_to_mel
-from keyvid.models.encoders import FrozenCLIPImageEncoder, FrozenCLIPTextEncoder, FrozenVAE
+from keyvid.models.encoders import FrozenCLIPImageEncoder, FrozenCLIPTextEncoder, FrozenVAE, PixelVAE
 from keyvid.models.imagebind_audio import ImageBindAudio, audio_tokens_per_frame
 from keyvid.models.localizer import KeyframeLocalizer, keyframe_localizer_tiny
 from keyvid.models.resampler import Resampler, select_keyframe_tokens
@@ -73,7 +73,7 @@ COMPONENT_FILES: dict[str, tuple[str, ...]] = {
     "localizer": ("config.json", WEIGHTS),
     "audio_encoder": ("config.json", WEIGHTS),
     **{f"{stage}/{part}": _DIFFUSERS for stage in ("generator", "interpolator") for part in ("unet", "image_proj")},
-    "vae": _DIFFUSERS,
+    "vae": ("config.json",),  # AutoencoderKL weights, or none for a PixelVAE (FrozenVAE.from_pretrained checks)
     "text_encoder": ("config.json", "model.safetensors"),
     "image_encoder": ("config.json", "model.safetensors"),
 }
@@ -216,7 +216,7 @@ class KeyVIDPipeline:
         interpolator: KeyframeUNet,
         generator_projector: Resampler,
         interpolator_projector: Resampler,
-        vae: FrozenVAE,
+        vae: FrozenVAE | PixelVAE,
         text_encoder: FrozenCLIPTextEncoder,
         image_encoder: FrozenCLIPImageEncoder,
         schedule: DiffusionSchedule | None = None,
@@ -273,8 +273,7 @@ class KeyVIDPipeline:
         if self.audio_encoder.pos_embed.shape[-1] != 768:
             raise ValueError("audio_encoder must output 768-wide tokens (the UNets' audio_proj_2 input)")
         # The latent (VAE factor f) must survive the UNet's len(channel_mult) - 1 halvings.
-        f = 2 ** (len(self.vae.vae.config.block_out_channels) - 1)
-        f *= 2 ** (len(self.generator.config.channel_mult) - 1)
+        f = self.vae.downsample_factor * 2 ** (len(self.generator.config.channel_mult) - 1)
         if self.height % f or self.width % f:
             raise ValueError(f"height x width {self.height} x {self.width} must be multiples of {f} (VAE and UNet)")
 

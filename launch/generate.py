@@ -3,6 +3,11 @@
     python launch/generate.py image=photo.png audio=clip.wav pipeline=weights/keyvid
     python launch/generate.py pipeline=tiny steps=2 image=photo.png audio=clip.wav     # CPU, seconds
     python launch/generate.py -m inputs=pairs.txt scales.aud=4,7.5 scales.img=1,2    # one folder per setting
+    python launch/generate.py dataset=data/synthetic_test split=test.txt pipeline=...  # a test split
+
+``dataset=<root>`` (AVSyncD layout: ``<split>`` lists ``class/name.mp4`` under ``videos/``) takes each
+listed video's first frame as the image and its audio as the audio, and names the output
+``<class>/<name>_clip-0.mp4``, the layout ``launch/evaluate.py ... mode=frames48 num_clips=1`` scores.
 
 Per pair, in the run folder: ``<name>.mp4``, ``<name>.keyframes.json`` (indices, motion score,
 settings) and ``<name>.keyframes.png`` (the generated frames at the keyframes over the score).
@@ -49,8 +54,41 @@ def _pair(image: Path, audio: Path, text: str | None) -> Pair:
     return Pair(name, image, audio, text)
 
 
+VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+
+
+def dataset_pairs(root: Path, split: str, text: str | None) -> list[Pair]:
+    """The clips of a dataset split as pairs: image = the video's first frame, audio = its audio."""
+    from keyvid.eval.protocol import read_split
+
+    pairs = []
+    for rel in read_split(root, split):
+        video = root / "videos" / rel
+        if not video.is_file():
+            raise FileNotFoundError(f"{root / split} lists {rel}, but {video} does not exist")
+        pairs.append(Pair(str(Path(rel).with_suffix("")) + "_clip-0", video, video, text))
+    return pairs
+
+
+def read_image(path: Path):
+    """An image file, or the first frame of a video file."""
+    if path.suffix.lower() in VIDEO_EXTS:
+        from keyvid.data.io import read_av
+
+        return read_av(path, require_audio=False).frames[0]
+    return load_image(path)
+
+
 def setup_inputs(cfg: DictConfig) -> list[Pair]:
-    """One pair from ``image``/``audio``/``text``, or every pair of the ``inputs`` folder or list file."""
+    """One pair from ``image``/``audio``/``text``, every pair of the ``inputs`` folder or list file, or
+    every clip of a ``dataset`` split."""
+    if cfg.get("dataset") is not None:
+        if cfg.inputs is not None or cfg.image is not None or cfg.audio is not None:
+            raise ValueError("give one of dataset=, inputs= or image=/audio=")
+        pairs = dataset_pairs(Path(cfg.dataset), cfg.split, cfg.text)
+        if not pairs:
+            raise ValueError(f"no clips listed in {Path(cfg.dataset) / cfg.split}")
+        return pairs
     if cfg.inputs is None:
         if cfg.image is None or cfg.audio is None:
             raise ValueError("give image=<path> and audio=<path>, or inputs=<folder or list file>")
@@ -125,7 +163,7 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
     videos = []
     for start in range(0, len(pairs), cfg.batch_size):
         batch = pairs[start : start + cfg.batch_size]
-        images = [load_image(p.image) for p in batch]
+        images = [read_image(p.image) for p in batch]
         audio = [load_audio(p.audio) for p in batch]
         result = pipe(
             images, [w for w, _ in audio], [sr for _, sr in audio], [p.text or "" for p in batch],

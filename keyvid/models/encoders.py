@@ -16,11 +16,13 @@ nothing is downloaded. Each class is a frozen nn.Module in eval mode that stays 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from einops import rearrange
@@ -66,9 +68,17 @@ class FrozenVAE(_Frozen):
     def scale_factor(self) -> float:
         return self.vae.config.scaling_factor
 
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     @classmethod
-    def from_pretrained(cls, path: str | Path, chunk_frames: int = 4) -> FrozenVAE:
+    def from_pretrained(cls, path: str | Path, chunk_frames: int = 4) -> FrozenVAE | PixelVAE:
+        """A diffusers AutoencoderKL folder, or a ``PixelVAE.save_pretrained`` one (told apart by
+        the ``_class_name`` in config.json)."""
         path = _require(path, "VAE", "config.json")
+        if json.loads((path / "config.json").read_text()).get("_class_name") == PixelVAE.__name__:
+            return PixelVAE.from_pretrained(path)
         return cls(AutoencoderKL.from_pretrained(path, local_files_only=True), chunk_frames)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -111,6 +121,79 @@ class FrozenVAE(_Frozen):
         z = rearrange(latents, "b c t h w -> (b t) c h w").to(self.vae.dtype) / self.scale_factor
         frames = torch.cat([self.vae.decode(chunk).sample for chunk in z.split(self.chunk_frames)])
         return rearrange(frames, "(b t) c h w -> b c t h w", b=b)
+
+
+class PixelVAE(_Frozen):
+    """A weight-free stand-in for the VAE: ``factor``-times average pooling as the encoder, bilinear
+    upsampling as the decoder (``encoders.kind=pixel``).
+
+    Latent channels 0-2 are the pooled RGB, channel 3 their mean (the UNets take 4). Without a
+    pretrained VAE (none is available offline) a random one reconstructs nothing, so the generated
+    videos could not be scored; this one keeps every motion larger than ``factor`` pixels, which is
+    what the synthetic keyframe-vs-uniform reproduction (REPRODUCTION.md) measures. Same interface
+    as ``FrozenVAE``; the posterior is a point mass (``encode_moments`` stores log-variance -30).
+    """
+
+    def __init__(self, factor: int = 2, scale_factor: float = 1.0) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"PixelVAE factor must be >= 1, got {factor}")
+        self.factor, self._scale = int(factor), float(scale_factor)
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+        self._freeze()
+
+    @property
+    def scale_factor(self) -> float:
+        return self._scale
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.factor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._device_probe.dtype
+
+    def config(self) -> dict:
+        return {"_class_name": type(self).__name__, "factor": self.factor, "scaling_factor": self._scale}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text(json.dumps(self.config(), indent=1) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, chunk_frames: int = 4) -> PixelVAE:
+        config = json.loads((_require(path, "VAE", "config.json") / "config.json").read_text())
+        return cls(config["factor"], config["scaling_factor"])
+
+    def _pool(self, video: torch.Tensor) -> torch.Tensor:
+        b = video.shape[0]
+        frames = rearrange(video.float(), "b c t h w -> (b t) c h w")
+        rgb = F.avg_pool2d(frames, self.factor) if self.factor > 1 else frames
+        z = torch.cat([rgb, rgb.mean(1, keepdim=True)], dim=1)
+        return rearrange(z, "(b t) c h w -> b c t h w", b=b)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """"b 3 t H W" in [-1, 1] -> "b 4 t H/f W/f" times the scale factor."""
+        return self._pool(video) * self._scale
+
+    @torch.no_grad()
+    def encode_moments(self, video: torch.Tensor) -> torch.Tensor:
+        mean = self._pool(video)
+        return torch.cat([mean, torch.full_like(mean, -30.0)], dim=1)
+
+    def sample_moments(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return moments[:, :4].float() * self._scale  # exp(-15) noise would change nothing
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """"b 4 t h w" -> "b 3 t fh fw": the RGB channels, bilinearly upsampled."""
+        b = latents.shape[0]
+        z = rearrange(latents[:, :3].float() / self._scale, "b c t h w -> (b t) c h w")
+        if self.factor > 1:
+            z = F.interpolate(z, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        return rearrange(z, "(b t) c h w -> b c t h w", b=b)
 
 
 class FrozenCLIPTextEncoder(_Frozen):

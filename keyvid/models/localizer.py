@@ -129,6 +129,11 @@ def keyframe_localizer_huge(variant: str = "paper") -> KeyframeLocalizer:
     return keyframe_localizer(768, 12, 12, variant=variant, drop_path=0.1)
 
 
+def keyframe_localizer_small(variant: str = "paper") -> KeyframeLocalizer:
+    """256 wide, 4 blocks: the synthetic reproduction's localizer (REPRODUCTION.md)."""
+    return keyframe_localizer(256, 4, 4, variant=variant)
+
+
 def keyframe_localizer_tiny(variant: str = "paper") -> KeyframeLocalizer:
     """CPU-sized model for tests and ``debug=tiny`` runs."""
     return keyframe_localizer(32, 2, 2, variant=variant)

@@ -433,6 +433,28 @@ def keyframe_unet_512(interpolator: bool = False) -> KeyframeUNet:
     return keyframe_unet(interpolator=interpolator)
 
 
+def keyframe_unet_small(
+    interpolator: bool = False,
+    *,
+    frame_index_mode: FrameIndexMode | None = None,
+    cross_attention_weights: CrossAttentionWeights = "upstream",
+    dropout: float = 0.1,
+) -> KeyframeUNet:
+    """The synthetic reproduction's UNet (REPRODUCTION.md): 64 channels, 3 levels, attention at all
+    of them, 32-wide heads: 40 M parameters (the 512 model has 1.47 B), for 32x48 latents."""
+    return keyframe_unet(
+        model_channels=64,
+        channel_mult=(1, 2, 4),
+        num_res_blocks=1,
+        attention_resolutions=(4, 2, 1),
+        num_head_channels=32,
+        dropout=dropout,
+        interpolator=interpolator,
+        frame_index_mode=frame_index_mode,
+        cross_attention_weights=cross_attention_weights,
+    )
+
+
 def keyframe_unet_tiny(
     interpolator: bool = False,
     *,

@@ -82,24 +82,33 @@ class Encoders:
         return self
 
 
-def tiny_encoders() -> Encoders:
-    """Seeded random stand-ins (``encoders.kind=tiny``), the same weights on every call."""
+def tiny_encoders(pixel_factor: int | None = None) -> Encoders:
+    """Seeded random stand-ins (``encoders.kind=tiny``), the same weights on every call. With
+    ``pixel_factor`` the VAE is the weight-free ``PixelVAE`` (``encoders.kind=pixel``) instead."""
     from keyvid.models import encoders as enc
 
     torch.manual_seed(0)
     audio = imagebind_audio(768, 1, 12, out_embed_dim=None)  # the UNet expects 768-wide audio tokens
-    return Encoders(enc.tiny_vae(), enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
+    vae = enc.tiny_vae() if pixel_factor is None else enc.PixelVAE(pixel_factor)
+    return Encoders(vae, enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
+
+
+ENCODER_KINDS = ("pretrained", "tiny", "pixel")
 
 
 def build_encoders(cfg) -> Encoders:
     """``cfg.kind``: ``pretrained`` reads every encoder from a local path (an error names a missing
-    one); ``tiny`` builds seeded random stand-ins so ``debug=tiny`` runs on CPU."""
+    one); ``tiny`` builds seeded random stand-ins so ``debug=tiny`` runs on CPU; ``pixel`` is
+    ``tiny`` with the weight-free PixelVAE (``cfg.pixel_factor``), whose decoded videos show the
+    motion the model learnt (the synthetic reproduction, REPRODUCTION.md)."""
     from keyvid.models import encoders as enc
 
     if cfg.kind == "tiny":
         return tiny_encoders()
+    if cfg.kind == "pixel":
+        return tiny_encoders(pixel_factor=int(cfg.get("pixel_factor", 2)))
     if cfg.kind != "pretrained":
-        raise ValueError(f"unknown encoders.kind={cfg.kind!r}; expected pretrained or tiny")
+        raise ValueError(f"unknown encoders.kind={cfg.kind!r}; expected one of {ENCODER_KINDS}")
     audio = load_imagebind_audio(cfg.imagebind, imagebind_audio_huge(out_embed_dim=None)).eval()
     return Encoders(enc.FrozenVAE.from_pretrained(cfg.vae), enc.FrozenCLIPTextEncoder.from_pretrained(cfg.clip),
                     enc.FrozenCLIPImageEncoder.from_pretrained(cfg.clip), audio.requires_grad_(False))

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Keyframe-aware vs uniform frame sampling (the paper's Table 2 ablation) on the synthetic benchmark,
+# end to end: clips -> shards -> per seed {localizer; generator + interpolator trained with keyframe
+# sampling, and again with uniform sampling} -> test videos from the held-out images and audio ->
+# sync score against the true impact times -> summary table. REPRODUCTION.md has the setup and figures.
+#
+#   One GPU (the REPRODUCTION.md run):   bash launch/recipes/keyframe_vs_uniform.sh runs/kvu
+#   CPU smoke run (CI, about 3 minutes): SCALE=smoke bash launch/recipes/keyframe_vs_uniform.sh /tmp/kvu
+#
+# Every stage is skipped when its output exists and training resumes from its last checkpoint
+# (train.resume=auto), so a run cut off by a time limit continues where it stopped when rerun.
+# Any setting below can be overridden from the environment, e.g. SEEDS="0 1 2 3" GEN_STEPS=4000.
+set -euo pipefail
+OUT=${1:?usage: keyframe_vs_uniform.sh OUT_DIR}
+PY=${PYTHON:-python3}
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+SCALE=${SCALE:-gpu}
+if [ "$SCALE" = smoke ]; then
+  : "${N_TRAIN:=9}" "${N_TEST:=3}" "${SEEDS:=0 1}" "${SIZE:=tiny}" "${LOC_SIZE:=tiny}" "${HEIGHT:=32}" "${WIDTH:=48}"
+  : "${PIXEL:=2}" "${LOC_STEPS:=4}" "${GEN_STEPS:=2}" "${INT_STEPS:=2}" "${BATCH:=2}" "${LOC_BATCH:=4}"
+  : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}"
+else
+  : "${N_TRAIN:=3000}" "${N_TEST:=60}" "${SEEDS:=0 1 2}" "${SIZE:=small}" "${LOC_SIZE:=small}" "${HEIGHT:=64}" "${WIDTH:=96}"
+  : "${PIXEL:=4}" "${LOC_STEPS:=1500}" "${GEN_STEPS:=3000}" "${INT_STEPS:=3000}" "${BATCH:=32}" "${LOC_BATCH:=64}"
+  : "${SAMPLE_STEPS:=50}" "${WINDOW:=12}" "${WARMUP:=100}" "${PARALLEL:=6}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=30}"
+fi
+NUM_KEYFRAMES=${NUM_KEYFRAMES:-12}; LR=${LR:-2e-4}; CPUS=${CPUS:-$(nproc)}
+cd "$HERE"
+mkdir -p "$OUT/logs"
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+# 1. Data: a training set and a held-out test set from different generator seeds.
+[ -s "$OUT/data/train/train.txt" ] || $PY -m data_prep.synthetic --out "$OUT/data/train" --num-clips "$N_TRAIN" \
+  --seed 0 --size "${HEIGHT}x${WIDTH}" --test-fraction 0 --workers "$CPUS"
+[ -s "$OUT/data/test/test.txt" ] || $PY -m data_prep.synthetic --out "$OUT/data/test" --num-clips "$N_TEST" \
+  --seed 1 --size "${HEIGHT}x${WIDTH}" --test-fraction 1 --workers "$CPUS"
+log "data: $(wc -l < "$OUT/data/train/train.txt") train clips, $(wc -l < "$OUT/data/test/test.txt") test clips"
+if [ ! -s "$OUT/shards.txt" ]; then
+  $PY launch/prepare_data.py data.root="$OUT/data/train" data.name=synthetic data.split=train out_dir="$OUT/shards" \
+    ingest.height="$HEIGHT" ingest.width="$WIDTH" shards.videos_per_shard=100 shards.workers="$CPUS" > "$OUT/logs/prepare.log"
+  tail -n 1 "$OUT/logs/prepare.log" | $PY -c "import json,sys; print(json.load(sys.stdin)['urls'])" > "$OUT/shards.txt"
+fi
+SHARDS="data.train_shards='$(cat "$OUT/shards.txt")'"
+log "shards: $(cat "$OUT/shards.txt")"
+
+# 2. Training. The generator and interpolator of both variants share everything but data.sampling.
+COMMON=("$SHARDS" data.height="$HEIGHT" data.width="$WIDTH" train.mixed_precision="$PRECISION"
+        train.num_workers="$WORKERS" train.sample_every=0 train.log_every=100 optim.lr="$LR")
+VIDEO=(model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
+       data.num_keyframes="$NUM_KEYFRAMES" train.batch_size="$BATCH" optim.warmup_steps="$WARMUP")
+train() {  # train <script> <run_dir> <steps> <overrides...>: skipped once exported, resumed otherwise
+  local script=$1 run=$2 steps=$3; shift 3
+  [ -f "$run/export/DONE" ] && return 0
+  $PY "launch/$script" run_dir="$run" train.max_steps="$steps" train.save_every="$steps" "$@" \
+    > "$run.log" 2>&1 || { echo "FAILED: $script $run (log: $run.log)"; tail -n 20 "$run.log"; return 1; }
+  touch "$run/export/DONE"
+}
+chain() {  # one seed and sampling: generator, then interpolator
+  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2"
+  mkdir -p "$run"
+  train train_generator.py "$run/generator" "$GEN_STEPS" "${COMMON[@]}" "${VIDEO[@]}" seed="$seed" \
+    data.sampling="$sampling" && \
+  train train_interpolator.py "$run/interpolator" "$INT_STEPS" "${COMMON[@]}" "${VIDEO[@]}" seed="$seed" \
+    data.sampling="$sampling" model.window_frames="$WINDOW"
+}
+localizer() {
+  train train_localizer.py "$OUT/runs/s$1/localizer" "$LOC_STEPS" "${COMMON[@]}" model.size="$LOC_SIZE" seed="$1" \
+    train.batch_size="$LOC_BATCH" optim.warmup_steps=$((LOC_STEPS / 20))
+}
+jobs_=()
+for seed in $SEEDS; do
+  mkdir -p "$OUT/runs/s$seed"
+  jobs_+=("localizer $seed" "chain $seed keyframe" "chain $seed uniform")
+done
+log "training ${#jobs_[@]} jobs, $PARALLEL at a time (logs: $OUT/runs/s<seed>/...log)"
+failed=0
+for j in "${jobs_[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || failed=1; done
+  $j &  # word-split on purpose: "chain 0 keyframe"
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+[ "$failed" = 0 ] || { echo "a training job failed"; exit 1; }
+log "training done"
+
+# 3. Test videos: every held-out clip's first frame + audio, through the assembled pipeline.
+GEN="$OUT/generated"
+for seed in $SEEDS; do
+  for sampling in keyframe uniform; do
+    run="$OUT/runs/s$seed/$sampling" dst="$GEN/${sampling}_s$seed"
+    [ -f "$dst/DONE" ] && continue
+    $PY launch/assemble_pipeline.py localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export" \
+      interpolator="$run/interpolator/export" out="$run/pipeline" height="$HEIGHT" width="$WIDTH" \
+      num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" > "$run/assemble.log"
+    keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)
+    $PY launch/generate.py pipeline="$run/pipeline" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
+      keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \
+      freenoise.window="$WINDOW" freenoise.stride=$((WINDOW / 2)) > "$run/generate.log" 2>&1 \
+      || { tail -n 20 "$run/generate.log"; exit 1; }
+    touch "$dst/DONE"
+    log "generated $dst"
+  done
+done
+# The test clips themselves, as the ceiling the score can reach.
+mkdir -p "$GEN/ground_truth"
+while read -r rel; do
+  dst="$GEN/ground_truth/${rel%.mp4}_clip-0.mp4"; mkdir -p "$(dirname "$dst")"
+  ln -sf "$(realpath "$OUT/data/test/videos/$rel")" "$dst"
+done < "$OUT/data/test/test.txt"
+
+# 4. Score every folder with the weight-free sync score, then the keyframe-vs-uniform summary.
+$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync] \
+  mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
+  || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
+$PY launch/recipes/summarize_keyframe_vs_uniform.py "$OUT"

@@ -1,0 +1,155 @@
+"""Keyframe vs uniform summary of a ``keyframe_vs_uniform.sh`` run directory.
+
+    python launch/recipes/summarize_keyframe_vs_uniform.py OUT_DIR
+
+Reads ``OUT_DIR/eval/scores.csv`` (one row per generated folder ``<sampling>_s<seed>``, plus
+``ground_truth``) and the per-clip CSVs beside it; writes ``OUT_DIR/summary.{md,json,png}``:
+
+* per sampling, the sync precision / recall / F1 / mean |offset| pooled over each seed's test clips,
+  then mean ± sample standard deviation over seeds (and every seed's value);
+* paired per-clip differences (keyframe minus uniform, same seed and test clip): mean with a 95 %
+  bootstrap interval over clips, and how many clips each way — the seeds' spread alone is a weak
+  test with three seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+METRICS = ("Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
+RUN = re.compile(r"^(?P<sampling>[a-z_]+)_s(?P<seed>\d+)$")
+
+
+def _float(x: str) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generator) -> dict:
+    diffs = []
+    for seed in seeds:
+        a, b = (eval_dir / f"per_clip_{s}_s{seed}.csv" for s in ("keyframe", "uniform"))
+        if not (a.is_file() and b.is_file()):
+            continue
+        ub = {r["clip"]: _float(r[metric]) for r in read_csv(b)}
+        for r in read_csv(a):
+            x, y = _float(r[metric]), ub.get(r["clip"], math.nan)
+            if not (math.isnan(x) or math.isnan(y)):
+                diffs.append(x - y)
+    d = np.asarray(diffs)
+    if d.size == 0:
+        return {"clips": 0}
+    boot = rng.choice(d, size=(2000, d.size), replace=True).mean(1)
+    return {"clips": int(d.size), "mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)),
+            float(np.quantile(boot, 0.975))], "keyframe_better": int((d > 0).sum()),
+            "uniform_better": int((d < 0).sum()), "ties": int((d == 0).sum())} if metric != "Sync-offset" else {
+            "clips": int(d.size), "mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)),
+            float(np.quantile(boot, 0.975))], "keyframe_better": int((d < 0).sum()),  # smaller offset is better
+            "uniform_better": int((d > 0).sum()), "ties": int((d == 0).sum())}
+
+
+def plot(summary: dict, path: Path) -> None:
+    """One panel per metric: every seed's value as a dot, the mean as a bar, per sampling."""
+    names = [n for n in ("keyframe", "uniform", "ground_truth") if n in summary["by_sampling"]]
+    colors = {"keyframe": (40, 120, 230), "uniform": (200, 120, 40), "ground_truth": (90, 90, 90)}
+    panel_w, h, pad = 260, 300, 40
+    img = np.full((h + 60, panel_w * 3 + pad, 3), 255, np.uint8)
+    for k, metric in enumerate(("Sync-P", "Sync-R", "Sync-F1")):
+        x0 = pad + k * panel_w
+        cv2.putText(img, metric, (x0 + 70, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        for v in (0.0, 0.5, 1.0):
+            y = int(40 + (1 - v) * (h - 60))
+            cv2.line(img, (x0, y), (x0 + panel_w - 30, y), (220, 220, 220), 1)
+            cv2.putText(img, f"{v:.1f}", (x0 - 32, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for i, name in enumerate(names):
+            entry = summary["by_sampling"][name][metric]
+            cx = x0 + 30 + i * 75
+            if not math.isnan(entry["mean"]):
+                y = int(40 + (1 - entry["mean"]) * (h - 60))
+                cv2.rectangle(img, (cx - 18, y), (cx + 18, h - 20), colors[name], 1)
+            for v in entry["per_seed"].values():
+                if not math.isnan(v):
+                    cv2.circle(img, (cx, int(40 + (1 - v) * (h - 60))), 4, colors[name], -1, cv2.LINE_AA)
+            cv2.putText(img, name.replace("ground_truth", "truth")[:8], (cx - 28, h + 5),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+
+
+def summarize(out: Path) -> dict:
+    eval_dir = out / "eval"
+    rows = read_csv(eval_dir / "scores.csv")
+    by = defaultdict(lambda: {m: {"per_seed": {}} for m in METRICS})
+    clips = {}
+    for row in rows:
+        m = RUN.match(row["run"])
+        sampling, seed = (m["sampling"], m["seed"]) if m else (row["run"], "-")
+        clips[row["run"]] = int(row["clips"] or 0)
+        for metric in METRICS:
+            by[sampling][metric]["per_seed"][seed] = _float(row[metric])
+    for entry in by.values():
+        for metric in METRICS:
+            entry[metric]["mean"], entry[metric]["std"] = mean_std(list(entry[metric]["per_seed"].values()))
+    seeds = sorted(by.get("keyframe", {}).get("Sync-F1", {}).get("per_seed", {}), key=int)
+    rng = np.random.default_rng(0)
+    summary = {"by_sampling": by, "clips_per_run": clips, "seeds": seeds,
+               "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in METRICS}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(markdown(summary))
+    plot(summary, out / "summary.png")
+    return summary
+
+
+def _fmt(entry: dict, digits: int) -> str:
+    if math.isnan(entry["mean"]):
+        return "n/a"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| sampling | seeds | Sync-P ↑ | Sync-R ↑ | Sync-F1 ↑ | mean abs offset (frames) ↓ | F1 per seed |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("keyframe", "uniform", "ground_truth"):
+        if name not in summary["by_sampling"]:
+            continue
+        e = summary["by_sampling"][name]
+        per_seed = ", ".join(f"{v:.3f}" for v in e["Sync-F1"]["per_seed"].values())
+        lines.append(f"| {name} | {len(e['Sync-F1']['per_seed'])} | {_fmt(e['Sync-P'], 3)} | {_fmt(e['Sync-R'], 3)} | "
+                     f"{_fmt(e['Sync-F1'], 3)} | {_fmt(e['Sync-offset'], 2)} | {per_seed} |")
+    lines += ["", "Paired per clip (keyframe - uniform, same seed and test clip; 95 % bootstrap interval):", ""]
+    for metric, p in summary["paired_keyframe_minus_uniform"].items():
+        if p["clips"]:
+            lines.append(f"- {metric}: {p['mean']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] over {p['clips']} "
+                         f"clips; keyframe better on {p['keyframe_better']}, uniform on {p['uniform_better']}, "
+                         f"{p['ties']} ties")
+        else:
+            lines.append(f"- {metric}: no clip where both are defined")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: summarize_keyframe_vs_uniform.py OUT_DIR")
+    print(markdown(summarize(Path(sys.argv[1]))))

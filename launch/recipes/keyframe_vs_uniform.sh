@@ -18,11 +18,11 @@ SCALE=${SCALE:-gpu}
 if [ "$SCALE" = smoke ]; then
   : "${N_TRAIN:=9}" "${N_TEST:=3}" "${SEEDS:=0 1}" "${SIZE:=tiny}" "${LOC_SIZE:=tiny}" "${HEIGHT:=32}" "${WIDTH:=48}"
   : "${PIXEL:=2}" "${LOC_STEPS:=4}" "${GEN_STEPS:=2}" "${INT_STEPS:=2}" "${BATCH:=2}" "${LOC_BATCH:=4}"
-  : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}"
+  : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${LOC_WORKERS:=1}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}"
 else
-  : "${N_TRAIN:=3000}" "${N_TEST:=60}" "${SEEDS:=0 1 2}" "${SIZE:=small}" "${LOC_SIZE:=small}" "${HEIGHT:=64}" "${WIDTH:=96}"
-  : "${PIXEL:=4}" "${LOC_STEPS:=1500}" "${GEN_STEPS:=3000}" "${INT_STEPS:=3000}" "${BATCH:=32}" "${LOC_BATCH:=64}"
-  : "${SAMPLE_STEPS:=50}" "${WINDOW:=12}" "${WARMUP:=100}" "${PARALLEL:=6}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=30}"
+  : "${N_TRAIN:=800}" "${N_TEST:=48}" "${SEEDS:=0 1 2}" "${SIZE:=small}" "${LOC_SIZE:=small}" "${HEIGHT:=64}" "${WIDTH:=96}"
+  : "${PIXEL:=4}" "${LOC_STEPS:=800}" "${GEN_STEPS:=500}" "${INT_STEPS:=500}" "${BATCH:=16}" "${LOC_BATCH:=64}"
+  : "${SAMPLE_STEPS:=30}" "${WINDOW:=12}" "${WARMUP:=100}" "${LOC_WORKERS:=4}" "${PARALLEL:=8}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=24}"
 fi
 NUM_KEYFRAMES=${NUM_KEYFRAMES:-12}; LR=${LR:-2e-4}; CPUS=${CPUS:-$(nproc)}
 cd "$HERE"
@@ -45,61 +45,63 @@ log "shards: $(cat "$OUT/shards.txt")"
 
 # 2. Training. The generator and interpolator of both variants share everything but data.sampling.
 COMMON=("$SHARDS" data.height="$HEIGHT" data.width="$WIDTH" train.mixed_precision="$PRECISION"
-        train.num_workers="$WORKERS" train.sample_every=0 train.log_every=100 optim.lr="$LR")
-VIDEO=(model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
+        train.sample_every=0 train.log_every=100 optim.lr="$LR")
+VIDEO=(train.num_workers="$WORKERS" model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
        data.num_keyframes="$NUM_KEYFRAMES" train.batch_size="$BATCH" optim.warmup_steps="$WARMUP")
 train() {  # train <script> <run_dir> <steps> <overrides...>: skipped once exported, resumed otherwise
   local script=$1 run=$2 steps=$3; shift 3
   [ -f "$run/export/DONE" ] && return 0
-  $PY "launch/$script" run_dir="$run" train.max_steps="$steps" train.save_every="$steps" "$@" \
+  $PY "launch/$script" run_dir="$run" train.max_steps="$steps" train.save_every="${SAVE_EVERY:-$steps}" "$@" \
     > "$run.log" 2>&1 || { echo "FAILED: $script $run (log: $run.log)"; tail -n 20 "$run.log"; return 1; }
   touch "$run/export/DONE"
 }
-chain() {  # one seed and sampling: generator, then interpolator
-  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2"
-  mkdir -p "$run"
-  train train_generator.py "$run/generator" "$GEN_STEPS" "${COMMON[@]}" "${VIDEO[@]}" seed="$seed" \
-    data.sampling="$sampling" && \
-  train train_interpolator.py "$run/interpolator" "$INT_STEPS" "${COMMON[@]}" "${VIDEO[@]}" seed="$seed" \
-    data.sampling="$sampling" model.window_frames="$WINDOW"
-}
 localizer() {
   train train_localizer.py "$OUT/runs/s$1/localizer" "$LOC_STEPS" "${COMMON[@]}" model.size="$LOC_SIZE" seed="$1" \
-    train.batch_size="$LOC_BATCH" optim.warmup_steps=$((LOC_STEPS / 20))
+    train.batch_size="$LOC_BATCH" train.num_workers="$LOC_WORKERS" optim.warmup_steps=$((LOC_STEPS / 20))
+}
+video() {  # video <seed> <sampling> generator|interpolator: the two are independent, so they run side by side
+  mkdir -p "$OUT/runs/s$1/$2"
+  local extra=(); [ "$3" = interpolator ] && extra=(model.window_frames="$WINDOW")
+  train "train_$3.py" "$OUT/runs/s$1/$2/$3" "$([ "$3" = generator ] && echo "$GEN_STEPS" || echo "$INT_STEPS")" \
+    "${COMMON[@]}" "${VIDEO[@]}" seed="$1" data.sampling="$2" "${extra[@]}"
+}
+parallel() {  # run the argument strings as commands, $PARALLEL at a time; fail if any failed
+  local failed=0 j
+  for j in "$@"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || failed=1; done
+    $j &  # word-split on purpose: "video 0 keyframe generator"
+  done
+  while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+  return $failed
 }
 jobs_=()
+for seed in $SEEDS; do jobs_+=("localizer $seed"); mkdir -p "$OUT/runs/s$seed"; done
 for seed in $SEEDS; do
-  mkdir -p "$OUT/runs/s$seed"
-  jobs_+=("localizer $seed" "chain $seed keyframe" "chain $seed uniform")
+  for sampling in keyframe uniform; do jobs_+=("video $seed $sampling generator" "video $seed $sampling interpolator"); done
 done
 log "training ${#jobs_[@]} jobs, $PARALLEL at a time (logs: $OUT/runs/s<seed>/...log)"
-failed=0
-for j in "${jobs_[@]}"; do
-  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || failed=1; done
-  $j &  # word-split on purpose: "chain 0 keyframe"
-done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-[ "$failed" = 0 ] || { echo "a training job failed"; exit 1; }
+parallel "${jobs_[@]}" || { echo "a training job failed"; exit 1; }
 log "training done"
 
 # 3. Test videos: every held-out clip's first frame + audio, through the assembled pipeline.
 GEN="$OUT/generated"
-for seed in $SEEDS; do
-  for sampling in keyframe uniform; do
-    run="$OUT/runs/s$seed/$sampling" dst="$GEN/${sampling}_s$seed"
-    [ -f "$dst/DONE" ] && continue
-    $PY launch/assemble_pipeline.py localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export" \
-      interpolator="$run/interpolator/export" out="$run/pipeline" height="$HEIGHT" width="$WIDTH" \
-      num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" > "$run/assemble.log"
-    keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)
-    $PY launch/generate.py pipeline="$run/pipeline" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
-      keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \
-      freenoise.window="$WINDOW" freenoise.stride=$((WINDOW / 2)) > "$run/generate.log" 2>&1 \
-      || { tail -n 20 "$run/generate.log"; exit 1; }
-    touch "$dst/DONE"
-    log "generated $dst"
-  done
-done
+generate() {  # generate <seed> <sampling>
+  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2" dst="$GEN/${2}_s$1"
+  [ -f "$dst/DONE" ] && return 0
+  $PY launch/assemble_pipeline.py localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export" \
+    interpolator="$run/interpolator/export" out="$run/pipeline" height="$HEIGHT" width="$WIDTH" \
+    num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" > "$run/assemble.log" 2>&1
+  local keyframes; keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)
+  $PY launch/generate.py pipeline="$run/pipeline" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
+    keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \
+    freenoise.window="$WINDOW" freenoise.stride=$((WINDOW / 2)) > "$run/generate.log" 2>&1 \
+    || { echo "FAILED: generation $dst (log: $run/generate.log)"; tail -n 20 "$run/generate.log"; return 1; }
+  touch "$dst/DONE"
+  log "generated $dst"
+}
+jobs_=()
+for seed in $SEEDS; do for sampling in keyframe uniform; do jobs_+=("generate $seed $sampling"); done; done
+parallel "${jobs_[@]}" || { echo "a generation job failed"; exit 1; }
 # The test clips themselves, as the ceiling the score can reach.
 mkdir -p "$GEN/ground_truth"
 while read -r rel; do
@@ -111,4 +113,11 @@ done < "$OUT/data/test/test.txt"
 $PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync] \
   mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
   || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
+# The localizers' AP@t on the test clips (the keyframe system's test-time keyframes come from them).
+DEVICE=${DEVICE:-$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
+for seed in $SEEDS; do
+  [ -s "$OUT/eval/localizer_s$seed.json" ] || $PY launch/evaluate_localizer.py checkpoint="$OUT/runs/s$seed/localizer/export" \
+    data.root="$OUT/data/test" data.split=test height="$HEIGHT" width="$WIDTH" device="$DEVICE" \
+    out="$OUT/eval/localizer_s$seed.json" > "$OUT/logs/evaluate_localizer_s$seed.log" 2>&1
+done
 $PY launch/recipes/summarize_keyframe_vs_uniform.py "$OUT"

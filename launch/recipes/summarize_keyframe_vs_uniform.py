@@ -116,6 +116,8 @@ def summarize(out: Path) -> dict:
     rng = np.random.default_rng(0)
     summary = {"by_sampling": by, "clips_per_run": clips, "seeds": seeds,
                "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in METRICS}}
+    summary["localizer_ap"] = {f.stem.split("_s")[-1]: json.loads(f.read_text())["ap"]
+                               for f in sorted(eval_dir.glob("localizer_s*.json"))}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     plot(summary, out / "summary.png")
@@ -138,6 +140,10 @@ def markdown(summary: dict) -> str:
         per_seed = ", ".join(f"{v:.3f}" for v in e["Sync-F1"]["per_seed"].values())
         lines.append(f"| {name} | {len(e['Sync-F1']['per_seed'])} | {_fmt(e['Sync-P'], 3)} | {_fmt(e['Sync-R'], 3)} | "
                      f"{_fmt(e['Sync-F1'], 3)} | {_fmt(e['Sync-offset'], 2)} | {per_seed} |")
+    if summary.get("localizer_ap"):
+        lines += ["", "Localizer on the test clips (AP@t against their flow keyframes), per seed: " + "; ".join(
+            f"s{seed} " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in ap.items())
+            for seed, ap in summary["localizer_ap"].items())]
     lines += ["", "Paired per clip (keyframe - uniform, same seed and test clip; 95 % bootstrap interval):", ""]
     for metric, p in summary["paired_keyframe_minus_uniform"].items():
         if p["clips"]:

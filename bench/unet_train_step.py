@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from keyvid.models.unet import keyframe_unet_512
+from keyvid.models import builders
+
+LATENT = (40, 64)  # --latent
 
 
 def matmul_peak(n=8192, reps=20):
@@ -40,7 +42,7 @@ def matmul_peak(n=8192, reps=20):
 def inputs(b, t, device="cuda"):
     g = torch.Generator(device=device).manual_seed(0)
     return dict(
-        x=torch.randn(b, 8, t, 40, 64, device=device, generator=g),
+        x=torch.randn(b, 8, t, *LATENT, device=device, generator=g),
         timesteps=torch.randint(0, 1000, (b,), device=device, generator=g),
         context=torch.randn(b, 77 + 16 * t, 1024, device=device, generator=g),
         audio=torch.randn(b, t, 12, 768, device=device, generator=g),
@@ -61,16 +63,16 @@ def count_flops(model, inp, target, train):
     return fc.get_total_flops()
 
 
-def run(spec, peak, steps):
+def run(spec, peak, steps, size="512"):
     parts = spec.split("-")
     b, t = int(parts[0][1:]), int(parts[1][1:])
     flags = set(parts[2:])
     row = {"config": spec, "batch": b, "frames": t}
     with torch.device("cuda"):
-        model = keyframe_unet_512()
+        model = builders.unet(size)
     torch.backends.cudnn.benchmark = "cb" in flags
     inp = inputs(b, t)
-    target = torch.randn(b, 4, t, 40, 64, device="cuda")
+    target = torch.randn(b, 4, t, *LATENT, device="cuda")
     train = "eval" not in flags
     # model FLOPs: eager, before checkpointing (its recompute is not useful work) and compilation
     try:
@@ -135,14 +137,18 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak", type=float, default=None, help="bf16 matmul FLOP/s; default: measure")
     p.add_argument("--out", default=None)
+    p.add_argument("--size", default="512", help="UNet size (keyvid.models.builders.unet): 512 | small | tiny")
+    p.add_argument("--latent", default="40x64", help="latent HxW (small in REPRODUCTION.md: 16x24)")
     a = p.parse_args()
+    global LATENT
+    LATENT = tuple(int(v) for v in a.latent.split("x"))
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     peak = a.peak or matmul_peak()
     print(json.dumps({"device": torch.cuda.get_device_name(), "bf16_matmul_tflops": round(peak / 1e12, 1)}), flush=True)
     rows = []
     for spec in a.configs.split(","):
-        rows.append(run(spec, peak, a.steps))
+        rows.append(run(spec, peak, a.steps, a.size))
         print(json.dumps(rows[-1]), flush=True)
     if a.out:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -163,3 +163,21 @@ def test_denoise_matches_ddim_sample(pipe):
     x = torch.randn(b, 4, t, 8, 12, generator=gens[0])
     ours = denoise(pipe.generator, x, cond, nulls, pipe.schedule, generators=gens, **args)
     torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
+def test_pixel_vae_pipeline_save_load(tmp_path):
+    """A pipeline on the weight-free PixelVAE (the synthetic reproduction's) saves and loads."""
+    from keyvid.models.encoders import PixelVAE
+
+    pipe = tiny_pipeline(seed=0, height=16, width=24)
+    pipe.vae = PixelVAE(factor=2)
+    out = pipe(_image(), _impacts(), SR, keyframes="uniform", steps=1)
+    assert out.frames.shape == (1, 48, 16, 24, 3)
+    root = pipe.save_pretrained(tmp_path / "p")
+    assert sorted(p.name for p in (root / "vae").iterdir()) == ["config.json"]
+    loaded = KeyVIDPipeline.from_pretrained(root)
+    assert isinstance(loaded.vae, PixelVAE)
+    np.testing.assert_array_equal(loaded(_image(), _impacts(), SR, keyframes="uniform", steps=1).frames, out.frames)
+    pipe.vae = PixelVAE(factor=8)  # 16 x 24 is not a multiple of 8 * 2
+    with pytest.raises(ValueError, match="multiples of 16"):
+        KeyVIDPipeline(**{n: getattr(pipe, n) for n in KeyVIDPipeline.MODULES}, height=16, width=24)

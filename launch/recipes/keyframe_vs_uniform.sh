@@ -18,11 +18,11 @@ SCALE=${SCALE:-gpu}
 if [ "$SCALE" = smoke ]; then
   : "${N_TRAIN:=9}" "${N_TEST:=3}" "${SEEDS:=0 1}" "${SIZE:=tiny}" "${LOC_SIZE:=tiny}" "${HEIGHT:=32}" "${WIDTH:=48}"
   : "${PIXEL:=2}" "${LOC_STEPS:=4}" "${GEN_STEPS:=2}" "${INT_STEPS:=2}" "${BATCH:=2}" "${LOC_BATCH:=4}"
-  : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${LOC_WORKERS:=1}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}"
+  : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${LOC_WORKERS:=1}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}" "${GEN_PARALLEL:=1}"
 else
   : "${N_TRAIN:=800}" "${N_TEST:=48}" "${SEEDS:=0 1 2}" "${SIZE:=small}" "${LOC_SIZE:=small}" "${HEIGHT:=64}" "${WIDTH:=96}"
   : "${PIXEL:=4}" "${LOC_STEPS:=800}" "${GEN_STEPS:=500}" "${INT_STEPS:=500}" "${BATCH:=16}" "${LOC_BATCH:=64}"
-  : "${SAMPLE_STEPS:=30}" "${WINDOW:=12}" "${WARMUP:=100}" "${LOC_WORKERS:=4}" "${PARALLEL:=8}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=24}"
+  : "${SAMPLE_STEPS:=30}" "${WINDOW:=12}" "${WARMUP:=100}" "${LOC_WORKERS:=4}" "${PARALLEL:=8}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=16}" "${GEN_PARALLEL:=1}"
 fi
 NUM_KEYFRAMES=${NUM_KEYFRAMES:-12}; LR=${LR:-2e-4}; CPUS=${CPUS:-$(nproc)}
 cd "$HERE"
@@ -101,13 +101,19 @@ generate() {  # generate <seed> <sampling>
 }
 jobs_=()
 for seed in $SEEDS; do for sampling in keyframe uniform; do jobs_+=("generate $seed $sampling"); done; done
-parallel "${jobs_[@]}" || { echo "a generation job failed"; exit 1; }
-# The test clips themselves, as the ceiling the score can reach.
-mkdir -p "$GEN/ground_truth"
-while read -r rel; do
-  dst="$GEN/ground_truth/${rel%.mp4}_clip-0.mp4"; mkdir -p "$(dirname "$dst")"
-  ln -sf "$(realpath "$OUT/data/test/videos/$rel")" "$dst"
-done < "$OUT/data/test/test.txt"
+# 48 frames x 4 guidance branches x GEN_BATCH clips per forward: one generation job can fill the GPU
+PARALLEL=$GEN_PARALLEL parallel "${jobs_[@]}" || { echo "a generation job failed"; exit 1; }
+# The test clips themselves, as the ceiling the score can reach; and each test clip's video under the
+# next clip's name (its audio and impacts), the chance level of a video whose motion ignores the audio.
+mapfile -t TEST < "$OUT/data/test/test.txt"
+for i in "${!TEST[@]}"; do
+  rel=${TEST[$i]} other=${TEST[$(( (i + 1) % ${#TEST[@]} ))]}
+  for row in ground_truth mismatched; do
+    src=$([ $row = ground_truth ] && echo "$rel" || echo "$other")
+    dst="$GEN/$row/${rel%.mp4}_clip-0.mp4"; mkdir -p "$(dirname "$dst")"
+    ln -sf "$(realpath "$OUT/data/test/videos/$src")" "$dst"
+  done
+done
 
 # 4. Score every folder with the weight-free sync score, then the keyframe-vs-uniform summary.
 $PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync] \

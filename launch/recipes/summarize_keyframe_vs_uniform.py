@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 METRICS = ("Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
+ROWS = ("keyframe", "uniform", "ground_truth", "mismatched")  # the last two: test videos, own / next clip's audio
 RUN = re.compile(r"^(?P<sampling>[a-z_]+)_s(?P<seed>\d+)$")
 
 
@@ -73,9 +74,10 @@ def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generat
 
 def plot(summary: dict, path: Path) -> None:
     """One panel per metric: every seed's value as a dot, the mean as a bar, per sampling."""
-    names = [n for n in ("keyframe", "uniform", "ground_truth") if n in summary["by_sampling"]]
-    colors = {"keyframe": (40, 120, 230), "uniform": (200, 120, 40), "ground_truth": (90, 90, 90)}
-    panel_w, h, pad = 260, 300, 40
+    names = [n for n in ROWS if n in summary["by_sampling"]]
+    colors = {"keyframe": (40, 120, 230), "uniform": (200, 120, 40), "ground_truth": (90, 90, 90),
+              "mismatched": (160, 160, 160)}
+    panel_w, h, pad = 340, 300, 40
     img = np.full((h + 60, panel_w * 3 + pad, 3), 255, np.uint8)
     for k, metric in enumerate(("Sync-P", "Sync-R", "Sync-F1")):
         x0 = pad + k * panel_w
@@ -93,7 +95,7 @@ def plot(summary: dict, path: Path) -> None:
             for v in entry["per_seed"].values():
                 if not math.isnan(v):
                     cv2.circle(img, (cx, int(40 + (1 - v) * (h - 60))), 4, colors[name], -1, cv2.LINE_AA)
-            cv2.putText(img, name.replace("ground_truth", "truth")[:8], (cx - 28, h + 5),
+            cv2.putText(img, {"ground_truth": "truth", "mismatched": "chance"}.get(name, name)[:8], (cx - 28, h + 5),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)
 
@@ -133,7 +135,7 @@ def _fmt(entry: dict, digits: int) -> str:
 def markdown(summary: dict) -> str:
     lines = ["| sampling | seeds | Sync-P ↑ | Sync-R ↑ | Sync-F1 ↑ | mean abs offset (frames) ↓ | F1 per seed |",
              "|---|---|---|---|---|---|---|"]
-    for name in ("keyframe", "uniform", "ground_truth"):
+    for name in ROWS:
         if name not in summary["by_sampling"]:
             continue
         e = summary["by_sampling"][name]

@@ -82,3 +82,23 @@ def test_list_and_folder_inputs(tmp_path):
     (tmp_path / "c.png").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="c.png"):
         generate.setup_inputs(_cfg(f"inputs={tmp_path}"))
+
+
+def test_dataset_split_input_names_outputs_for_the_evaluator(tmp_path):
+    """dataset=<root>: first frame + audio of each listed clip -> <class>/<name>_clip-0.mp4."""
+    from data_prep.synthetic import ClipSpec, write_dataset
+    from keyvid.data.io import read_av
+
+    root = write_dataset(tmp_path / "data", 2, seed=3, spec=ClipSpec(16, 24), test_fraction=1.0)
+    listed = (root / "test.txt").read_text().split()
+    cfg = _cfg(f"dataset={root}", "keyframes=uniform", "batch_size=2")
+    videos = generate.run(cfg, tmp_path / "out")
+    assert sorted(str(v.relative_to(tmp_path / "out")) for v in videos) == sorted(
+        rel.replace(".mp4", "_clip-0.mp4") for rel in listed)
+    clip = read_av(videos[0], require_audio=True)
+    assert clip.frames.shape[0] == 48 and clip.fps == 24
+    (root / "test.txt").write_text("calm/not_there.mp4\n")
+    with pytest.raises(FileNotFoundError, match="not_there.mp4"):
+        generate.setup_inputs(_cfg(f"dataset={root}"))
+    with pytest.raises(ValueError, match="one of dataset="):
+        generate.setup_inputs(_cfg(f"dataset={root}", f"image={root}"))

@@ -132,3 +132,40 @@ def test_towers_load_from_a_full_clip_model_dir(tmp_path):
     loaded_image = FrozenCLIPImageEncoder.from_pretrained(tmp_path)
     expected = full.vision_model(pixel_values=loaded_image.preprocess(img)).last_hidden_state
     torch.testing.assert_close(loaded_image(img), expected)
+
+
+def test_pixel_vae_round_trip_save_load_and_errors(tmp_path):
+    """PixelVAE (encoders.kind=pixel): pooling encoder, bilinear decoder; a video constant over each
+    factor x factor block comes back from encode -> decode, and the saved folder loads through
+    FrozenVAE.from_pretrained (what KeyVIDPipeline.from_pretrained calls)."""
+    from keyvid.models.encoders import PixelVAE
+
+    vae = PixelVAE(factor=4, scale_factor=2.0)
+    coarse = torch.rand(2, 3, 5, 4, 6) * 2 - 1
+    video = coarse.repeat_interleave(4, -2).repeat_interleave(4, -1)  # "b 3 t 16 24"
+    z = vae.encode(video)
+    assert z.shape == (2, 4, 5, 4, 6) and vae.downsample_factor == 4
+    torch.testing.assert_close(z[:, :3], 2.0 * coarse)
+    torch.testing.assert_close(z[:, 3], 2.0 * coarse.mean(1))
+    torch.testing.assert_close(vae.sample_moments(vae.encode_moments(video)), z)
+    smooth = torch.linspace(-1, 1, 24).expand(1, 3, 2, 16, 24)  # bilinear keeps a ramp's interior
+    assert (vae.decode(vae.encode(smooth)) - smooth)[..., 4:-4].abs().max() < 0.05
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = FrozenVAE.from_pretrained(tmp_path / "vae")
+    assert isinstance(loaded, PixelVAE) and loaded.factor == 4 and loaded.scale_factor == 2.0
+    torch.testing.assert_close(loaded.decode(z), vae.decode(z))
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.train().training
+    with pytest.raises(ValueError, match="factor"):
+        PixelVAE(factor=0)
+
+
+def test_build_encoders_kinds():
+    from omegaconf import OmegaConf
+
+    from keyvid.models.encoders import PixelVAE
+    from keyvid.training.video_diffusion import build_encoders
+
+    enc = build_encoders(OmegaConf.create({"kind": "pixel", "pixel_factor": 4}))
+    assert isinstance(enc.vae, PixelVAE) and enc.vae.factor == 4
+    with pytest.raises(ValueError, match="encoders.kind='vqgan'.*pixel"):
+        build_encoders(OmegaConf.create({"kind": "vqgan"}))

@@ -204,3 +204,16 @@ def test_training_steps_lower_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.98, losses
+
+
+def test_named_sizes_small():
+    """The synthetic reproduction's sizes (REPRODUCTION.md) build, and unknown sizes are refused."""
+    from keyvid.models import builders
+
+    unet = builders.unet("small", interpolator=True)
+    assert unet.config.model_channels == 64 and unet.config.frame_index_mode == "none"
+    assert 30e6 < sum(p.numel() for p in unet.parameters()) < 50e6
+    assert builders.image_projector("small").config.embedding_dim == 40  # the tiny CLIP stand-in's width
+    assert sum(p.numel() for p in builders.localizer("small").parameters()) < 5e6
+    with pytest.raises(ValueError, match="'512', 'small' or 'tiny'"):
+        builders.unet("medium")

@@ -1,0 +1,52 @@
+"""The CPU-sized keyframe-vs-uniform reproduction (launch/recipes/keyframe_vs_uniform.sh SCALE=smoke):
+the whole recipe runs, every stage leaves what the next one needs, the summary has both systems
+over both seeds, and a rerun skips every finished stage (the recipe resumes across commands)."""
+
+import json
+import subprocess
+import sys
+import time
+
+from keyvid.data.io import read_av
+from tests.launch.helpers import REPO, env
+
+
+def _recipe(out, timeout=900):
+    e = dict(env(), SCALE="smoke", SEEDS="0 1", PARALLEL="2", PYTHON=sys.executable, CPUS="2", N_TRAIN="6", N_TEST="3")
+    t0 = time.perf_counter()
+    p = subprocess.run(["bash", str(REPO / "launch/recipes/keyframe_vs_uniform.sh"), str(out)], cwd=REPO, env=e,
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p.stdout, time.perf_counter() - t0
+
+
+def test_smoke_recipe_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "kvu"
+    stdout, first = _recipe(out)
+    summary = json.loads((out / "summary.json").read_text())
+    for sampling in ("keyframe", "uniform"):
+        assert sorted(summary["by_sampling"][sampling]["Sync-F1"]["per_seed"]) == ["0", "1"]
+        for seed in ("0", "1"):
+            assert summary["clips_per_run"][f"{sampling}_s{seed}"] == 3
+            record = json.loads(next((out / "generated" / f"{sampling}_s{seed}").rglob("*.keyframes.json")).read_text())
+            assert record["keyframe_mode"] == ("localizer" if sampling == "keyframe" else "uniform")
+            assert len(record["keyframes"]) == 12
+    # the uniform system's keyframes are the fixed grid, the keyframe system's come from its localizer
+    uniform = json.loads(next((out / "generated/uniform_s0").rglob("*.keyframes.json")).read_text())
+    assert uniform["keyframes"] == list(range(0, 48, 4))
+    assert summary["clips_per_run"]["ground_truth"] == summary["clips_per_run"]["mismatched"] == 3
+    assert set(summary["localizer_ap"]) == {"0", "1"} and "AP@3" in summary["localizer_ap"]["0"]
+    assert summary["paired_keyframe_minus_uniform"]["Sync-P"]["clips"] > 0
+    video = read_av(next((out / "generated/keyframe_s1").rglob("*.mp4")), require_audio=True)
+    assert video.frames.shape[0] == 48 and video.fps == 24 and video.audio.shape[-1] > 0
+    assert (out / "summary.png").stat().st_size > 0 and "| keyframe | 2 |" in (out / "summary.md").read_text()
+    assert "training done" in stdout
+    # rerun: nothing is retrained or regenerated
+    exports = {p: p.stat().st_mtime_ns for p in out.glob("runs/s*/**/export/**/*.safetensors")}
+    videos = {p: p.stat().st_mtime_ns for p in out.glob("generated/*_s*/**/*.mp4")}
+    assert len(exports) >= 2 + 4 * 2 and len(videos) == 12
+    stdout2, second = _recipe(out)
+    assert "generated" not in stdout2.replace("generated/", "")  # no "generated <dir>" log line
+    assert {p: p.stat().st_mtime_ns for p in exports} == exports
+    assert {p: p.stat().st_mtime_ns for p in videos} == videos
+    assert second < first / 2

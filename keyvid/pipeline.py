@@ -34,6 +34,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -78,6 +79,8 @@ COMPONENT_FILES: dict[str, tuple[str, ...]] = {
     "image_encoder": ("config.json", "model.safetensors"),
 }
 
+AnchorMode = Literal["none", "replace"]
+ANCHOR_MODES = ("none", "replace")
 KeyframeChoice = str | Sequence[int] | Sequence[Sequence[int]] | np.ndarray | torch.Tensor
 
 
@@ -176,10 +179,15 @@ def denoise(
     progress: bool = False,
     desc: str = "DDIM",
     sequential: bool = False,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """DDIM from a given x_T, one generator per sample (the loop of ``ddim_sample``, which draws its
     own x_T and so cannot start from FreeNoise's rescheduled noise). ``sequential``: the guidance
-    branches one forward at a time (``guided_v``), the reference path."""
+    branches one forward at a time (``guided_v``), the reference path.
+
+    ``known`` = (mask, x0), mask broadcastable to x: after every step the masked entries are replaced
+    by x0 noised to the next timestep (RePaint-style, Lugmayr et al. 2022), and by x0 itself after the
+    last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``)."""
     timesteps = ddim_timesteps(schedule, steps)
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
@@ -187,6 +195,14 @@ def denoise(
         v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale, sequential=sequential)
         noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+        if known is not None:
+            mask, x0 = known
+            if t_prev is None:
+                x = torch.where(mask, x0.to(x.dtype), x)
+            else:
+                eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
+                t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
+                x = torch.where(mask, schedule.q_sample(x0.to(x.dtype), t_next, eps), x)
     return x
 
 
@@ -436,6 +452,7 @@ class KeyVIDPipeline:
         stride: int = 6,
         progress: bool = False,
         sequential: bool = False,
+        anchor_keyframes: AnchorMode = "none",
     ) -> KeyVIDOutput:
         """Generate one video per (image, audio) pair.
 
@@ -450,7 +467,13 @@ class KeyVIDPipeline:
             noise, window, stride: the interpolator's FreeNoise settings (``keyvid.diffusion.freenoise``).
             sequential: evaluate the guidance branches and the FreeNoise windows one at a time instead
                 of batched (same result up to rounding; the reference for bench/pipeline_breakdown.py).
+            anchor_keyframes: "none" (paper and upstream: the interpolator's output as it is; a trained
+                interpolator reproduces its conditioning frames) or "replace" (the generated keyframe
+                latents are written back at their indices after every interpolation step, noised to
+                that step, so the video holds the keyframes exactly whatever the interpolator does).
         """
+        if anchor_keyframes not in ANCHOR_MODES:
+            raise ValueError(f"anchor_keyframes must be one of {ANCHOR_MODES}, got {anchor_keyframes!r}")
         images = _as_list(image, None, "images")
         b = len(images)
         waves = _as_list(audio_wave, b, "audio waveforms")
@@ -484,7 +507,7 @@ class KeyVIDPipeline:
         latents = self._interpolate(
             key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
             steps=steps, scales=scales_interp, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
-            noise=noise, window=window, stride=stride, sequential=sequential,
+            noise=noise, window=window, stride=stride, sequential=sequential, anchor=anchor_keyframes,
         )
         frames = self.vae.decode(latents)
         return KeyVIDOutput(frames=to_uint8(frames), keyframes=key_idx, motion=motion.astype(np.float32))
@@ -514,7 +537,8 @@ class KeyVIDPipeline:
 
     def _interpolate(
         self, key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
-        *, noise: NoiseMode, window: int, stride: int, sequential: bool = False, **sampling,
+        *, noise: NoiseMode, window: int, stride: int, sequential: bool = False, anchor: AnchorMode = "none",
+        **sampling,
     ) -> torch.Tensor:
         """Stage 3: "b 4 48 h w" latents from the keyframe latents placed at their indices (Fig. 6b)."""
         b, c, _, h, w = key_latents.shape
@@ -540,10 +564,16 @@ class KeyVIDPipeline:
                           keyframes=frame_idx[i].tolist(), generator=gens[i], device=dev, dtype=concat.dtype)
             for i in range(b)
         ])
+        known = None
+        if anchor == "replace":
+            mask = torch.zeros(b, 1, NUM_FRAMES, 1, 1, dtype=torch.bool, device=dev)
+            for i in range(b):
+                mask[i, :, frame_idx[i]] = True
+            known = (mask, concat)
         with temporal_windows(self.interpolator, window, stride, sequential=sequential):
             return denoise(
                 self.interpolator, x, cond, null_conds, self.schedule, generators=gens, desc="interpolation",
-                sequential=sequential, **sampling,
+                sequential=sequential, known=known, **sampling,
             )
 
 

@@ -157,7 +157,7 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
     pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device))
     record_run(out, OmegaConf.to_yaml(cfg, resolve=True))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    keys = ("seed", "steps", "guidance_rescale", "eta", "scales", "scales_interp", "freenoise")
+    keys = ("seed", "steps", "guidance_rescale", "eta", "scales", "scales_interp", "freenoise", "anchor_keyframes")
     settings = {k: resolved[k] for k in keys}
     settings["keyframe_mode"] = resolved["keyframes"]
     videos = []
@@ -171,6 +171,7 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
             scales_key=GuidanceScales(**cfg.scales), scales_interp=GuidanceScales(**cfg.scales_interp),
             steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, seed=cfg.seed,
             noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride, progress=True,
+            anchor_keyframes=cfg.anchor_keyframes,
         )
         for i, pair in enumerate(batch):
             videos.append(save_outputs(out, pair, result.frames[i], result.keyframes[i], result.motion[i],

@@ -7,6 +7,9 @@ preserved in the output" is not asserted on pixels. Instead the tests check the 
 pipeline is responsible for: the interpolator is *given* exactly the generated keyframe latents at
 their indices and zeros elsewhere (Fig. 6b), in every guidance branch at every step, and its
 windowed (FreeNoise) output is the fused one, not upstream's "last window only".
+
+With ``anchor_keyframes="replace"`` the pipeline itself guarantees preservation (the keyframe
+latents are written back after every interpolation step), and that is asserted on pixels.
 """
 
 import numpy as np
@@ -164,3 +167,30 @@ def test_pipeline_sequential_matches_batched(pipe, recorded):
     out = pipe(*_inputs(), SR, "a hammer", steps=2, seed=0, sequential=True)
     np.testing.assert_array_equal(out.keyframes, recorded[0].keyframes)
     assert np.abs(out.frames.astype(int) - recorded[0].frames).max() <= 1  # uint8 rounding
+
+
+def test_anchor_replace_preserves_generated_keyframes_in_the_video(pipe, monkeypatch):
+    """The frames of the final video at the keyframe indices are the generator's keyframes, decoded
+    (``anchor_keyframes="replace"``); without the anchor the untrained tiny interpolator changes them."""
+    captured = []
+    original = type(pipe)._generate_keyframes
+
+    def capture(self, *args, **kwargs):
+        captured.append(original(self, *args, **kwargs))
+        return captured[-1]
+
+    monkeypatch.setattr(type(pipe), "_generate_keyframes", capture)
+    image, wave = _inputs()
+    out = {a: pipe([image, image], [wave, wave[::-1].copy()], SR, steps=3, seed=[0, 1], anchor_keyframes=a)
+           for a in ("replace", "none")}
+    from keyvid.pipeline import to_uint8
+
+    for i in range(2):
+        keys = to_uint8(pipe.vae.decode(captured[0][i : i + 1]))[0]  # "K h w 3"
+        idx = out["replace"].keyframes[i]
+        assert np.abs(out["replace"].frames[i][idx].astype(int) - keys).max() <= 1
+        assert np.abs(out["none"].frames[i][idx].astype(int) - keys).max() > 10
+        between = np.setdiff1d(np.arange(NUM_FRAMES), idx)  # the other frames are still generated
+        assert np.abs(out["replace"].frames[i][between].astype(int) - out["none"].frames[i][between]).max() > 0
+    with pytest.raises(ValueError, match="anchor_keyframes"):
+        pipe(image, wave, SR, steps=1, anchor_keyframes="paste")

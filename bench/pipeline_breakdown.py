@@ -262,7 +262,24 @@ def compare(batched: Callable[[], torch.Tensor], sequential: Callable[[], torch.
     }
 
 
-def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.device, check: bool) -> dict:
+def self_compare(pipe, prep, key, state, compare_steps, device) -> dict:
+    """Batched vs sequential, ``compare_steps`` DDIM steps of each sampling stage."""
+    return {
+        "keyframes": compare(
+            lambda: keyframes(pipe, prep, compare_steps, prep["state"])[0],
+            lambda: keyframes(pipe, prep, compare_steps, prep["state"], sequential=True)[0],
+            device,
+        ),
+        "interpolation": compare(
+            lambda: interpolate(pipe, prep, key, compare_steps, state),
+            lambda: interpolate(pipe, prep, key, compare_steps, state, sequential=True),
+            device,
+        ),
+    }
+
+
+def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.device, check: bool,
+        compile_blocks: bool = False) -> dict:
     image, wave = inputs()
     text, seed = "a hammer hitting a nail", 0
     autocast = (
@@ -274,6 +291,15 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
         prep = encode(pipe, image, wave, text, seed, Timer(device))
         key, state = keyframes(pipe, prep, 1, prep["state"])
         decode(pipe, interpolate(pipe, prep, key, 1, state))
+        if compile_blocks:  # FLOPs counted eagerly (FlopCounterMode does not see compiled kernels), then compile
+            flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
+            flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
+            pipe.generator.compile_blocks()
+            pipe.interpolator.compile_blocks()
+            t0 = time.perf_counter()
+            key, state = keyframes(pipe, prep, 1, prep["state"])
+            decode(pipe, interpolate(pipe, prep, key, 1, state))
+            compile_s = time.perf_counter() - t0
 
         timer = Timer(device)
         t0 = time.perf_counter()
@@ -292,21 +318,12 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
             assert np.array_equal(out.frames, frames), "the timed stages differ from __call__"
             assert np.array_equal(out.keyframes, prep["key_idx"]), "the timed stages differ from __call__"
 
-        flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
-        flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
-
-        sequential = {
-            "keyframes": compare(
-                lambda: keyframes(pipe, prep, compare_steps, prep["state"])[0],
-                lambda: keyframes(pipe, prep, compare_steps, prep["state"], sequential=True)[0],
-                device,
-            ),
-            "interpolation": compare(
-                lambda: interpolate(pipe, prep, key, compare_steps, state),
-                lambda: interpolate(pipe, prep, key, compare_steps, state, sequential=True),
-                device,
-            ),
-        }
+        if compile_blocks:
+            sequential = None  # the sequential path's shapes would compile again; measured eagerly instead
+        else:
+            flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
+            flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
+            sequential = self_compare(pipe, prep, key, state, compare_steps, device)
     assert frames.shape[1] == 48
 
     rate = matmul_rate(device)
@@ -340,6 +357,8 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
         "sampling_fraction_of_matmul": round(achieved / rate, 3) if rate else None,
         "compare_steps": compare_steps,
         "sequential_vs_batched": sequential,
+        "compile_blocks": compile_blocks,
+        "compile_s": round(compile_s, 1) if compile_blocks else None,
     }
 
 
@@ -349,6 +368,8 @@ def main() -> None:
     p.add_argument("--compare-steps", type=int, default=3, help="DDIM steps of the batched-vs-sequential runs")
     p.add_argument("--tiny", action="store_true", help="tiny_pipeline on the CPU (a smoke run of this script)")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--compile-blocks", action="store_true",
+                   help="KeyframeUNet.compile_blocks() on both UNets after the eager warm-up (no sequential comparison)")
     a = p.parse_args()
     if a.tiny:
         device = torch.device("cpu")
@@ -360,7 +381,7 @@ def main() -> None:
         pipe = pipeline_512("cuda")
     for name in KeyVIDPipeline.MODULES:  # inference only; FlopCounterMode's module tracker needs it too
         getattr(pipe, name).requires_grad_(False)
-    row = run(pipe, a.steps, a.compare_steps, device, check=a.tiny)
+    row = run(pipe, a.steps, a.compare_steps, device, check=a.tiny, compile_blocks=a.compile_blocks)
     row["parameters_m"] = {
         name: round(sum(t.numel() for t in getattr(pipe, name).parameters()) / 1e6, 1)
         for name in KeyVIDPipeline.MODULES

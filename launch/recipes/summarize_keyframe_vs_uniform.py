@@ -64,12 +64,11 @@ def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generat
     if d.size == 0:
         return {"clips": 0}
     boot = rng.choice(d, size=(2000, d.size), replace=True).mean(1)
-    return {"clips": int(d.size), "mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)),
-            float(np.quantile(boot, 0.975))], "keyframe_better": int((d > 0).sum()),
-            "uniform_better": int((d < 0).sum()), "ties": int((d == 0).sum())} if metric != "Sync-offset" else {
-            "clips": int(d.size), "mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)),
-            float(np.quantile(boot, 0.975))], "keyframe_better": int((d < 0).sum()),  # smaller offset is better
-            "uniform_better": int((d > 0).sum()), "ties": int((d == 0).sum())}
+    better = d < 0 if metric == "Sync-offset" else d > 0  # a smaller offset is better
+    return {"clips": int(d.size), "mean": float(d.mean()),
+            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "keyframe_better": int(better.sum()), "uniform_better": int(((d != 0) & ~better).sum()),
+            "ties": int((d == 0).sum())}
 
 
 def plot(summary: dict, path: Path) -> None:

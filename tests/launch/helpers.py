@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|DistNetworkError", re.I)
 STEP = re.compile(r"^step (\d+)/\d+ loss=([0-9.eE+-]+)", re.M)
 
 
@@ -16,12 +17,16 @@ def env():
 
 def run_script(script, *overrides, launcher=None, check=True, timeout=300):
     """Run a launch script (optionally under ``accelerate launch --config_file <launcher>``)."""
-    cmd = [sys.executable, str(REPO / "launch" / script), *overrides]
-    if launcher:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "launch" / "accelerate" / launcher), "--main_process_port", str(_free_port()),
-               str(REPO / "launch" / script), *overrides]
-    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    for _ in range(2):
+        cmd = [sys.executable, str(REPO / "launch" / script), *overrides]
+        if launcher:
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(REPO / "launch" / "accelerate" / launcher), "--main_process_port", str(_free_port()),
+                   str(REPO / "launch" / script), *overrides]
+        p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+        # _free_port's port can be taken by another test between its check and the rendezvous: one retry
+        if not (launcher and p.returncode != 0 and PORT_TAKEN.search(p.stdout + p.stderr)):
+            break
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
     return p

@@ -9,7 +9,10 @@
 #
 # Every stage is skipped when its output exists and training resumes from its last checkpoint
 # (train.resume=auto), so a run cut off by a time limit continues where it stopped when rerun.
-# Any setting below can be overridden from the environment, e.g. SEEDS="0 1 2 3" GEN_STEPS=4000.
+# Any setting below can be overridden from the environment, e.g. SEEDS="0 1 2 3" GEN_STEPS=4000;
+# also SAVE_EVERY (checkpoint interval; default: only at the end), CPUS, DEVICE, NUM_KEYFRAMES, LR.
+# PARALLEL training jobs share the GPU (about 8.4 GiB each at batch 16); generation runs
+# GEN_PARALLEL at a time (one 48-frame, 4-branch batch of 24 clips takes about 60 GiB).
 set -euo pipefail
 OUT=${1:?usage: keyframe_vs_uniform.sh OUT_DIR}
 PY=${PYTHON:-python3}

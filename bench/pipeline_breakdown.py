@@ -291,9 +291,10 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
         prep = encode(pipe, image, wave, text, seed, Timer(device))
         key, state = keyframes(pipe, prep, 1, prep["state"])
         decode(pipe, interpolate(pipe, prep, key, 1, state))
-        if compile_blocks:  # FLOPs counted eagerly (FlopCounterMode does not see compiled kernels), then compile
-            flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
-            flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
+        # FLOPs of one guided step, counted eagerly (FlopCounterMode does not see compiled kernels)
+        flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
+        flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
+        if compile_blocks:
             pipe.generator.compile_blocks()
             pipe.interpolator.compile_blocks()
             t0 = time.perf_counter()
@@ -318,12 +319,8 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
             assert np.array_equal(out.frames, frames), "the timed stages differ from __call__"
             assert np.array_equal(out.keyframes, prep["key_idx"]), "the timed stages differ from __call__"
 
-        if compile_blocks:
-            sequential = None  # the sequential path's shapes would compile again; measured eagerly instead
-        else:
-            flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
-            flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
-            sequential = self_compare(pipe, prep, key, state, compare_steps, device)
+        # with compile_blocks the sequential path's shapes would compile again: compared eagerly only
+        sequential = None if compile_blocks else self_compare(pipe, prep, key, state, compare_steps, device)
     assert frames.shape[1] == 48
 
     rate = matmul_rate(device)

@@ -189,6 +189,8 @@ def denoise(
     by x0 noised to the next timestep (RePaint-style, Lugmayr et al. 2022), and by x0 itself after the
     last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``)."""
     timesteps = ddim_timesteps(schedule, steps)
+    if known is not None:
+        mask, x0 = known[0], known[1].to(x.dtype)
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
@@ -196,13 +198,12 @@ def denoise(
         noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
         if known is not None:
-            mask, x0 = known
             if t_prev is None:
-                x = torch.where(mask, x0.to(x.dtype), x)
+                x = torch.where(mask, x0, x)
             else:
                 eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
                 t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
-                x = torch.where(mask, schedule.q_sample(x0.to(x.dtype), t_next, eps), x)
+                x = torch.where(mask, schedule.q_sample(x0, t_next, eps), x)
     return x
 
 

@@ -139,7 +139,6 @@ class PixelVAE(_Frozen):
         if factor < 1:
             raise ValueError(f"PixelVAE factor must be >= 1, got {factor}")
         self.factor, self._scale = int(factor), float(scale_factor)
-        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
         self._freeze()
 
     @property
@@ -150,10 +149,6 @@ class PixelVAE(_Frozen):
     def downsample_factor(self) -> int:
         return self.factor
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._device_probe.dtype
-
     def config(self) -> dict:
         return {"_class_name": type(self).__name__, "factor": self.factor, "scaling_factor": self._scale}
 
@@ -162,7 +157,7 @@ class PixelVAE(_Frozen):
         (Path(path) / "config.json").write_text(json.dumps(self.config(), indent=1) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, chunk_frames: int = 4) -> PixelVAE:
+    def from_pretrained(cls, path: str | Path) -> PixelVAE:
         config = json.loads((_require(path, "VAE", "config.json") / "config.json").read_text())
         return cls(config["factor"], config["scaling_factor"])
 

@@ -279,7 +279,7 @@ def self_compare(pipe, prep, key, state, compare_steps, device) -> dict:
 
 
 def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.device, check: bool,
-        compile_blocks: bool = False) -> dict:
+        compile_blocks: bool = False, channels_last: bool = True) -> dict:
     image, wave = inputs()
     text, seed = "a hammer hitting a nail", 0
     autocast = (
@@ -295,8 +295,7 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
         flops_key = unet_flops(lambda: keyframes(pipe, prep, 1, prep["state"]))
         flops_interp = unet_flops(lambda: interpolate(pipe, prep, key, 1, state))
         if compile_blocks:
-            pipe.generator.compile_blocks()
-            pipe.interpolator.compile_blocks()
+            pipe.compile_unets(channels_last=channels_last)
             t0 = time.perf_counter()
             key, state = keyframes(pipe, prep, 1, prep["state"])
             decode(pipe, interpolate(pipe, prep, key, 1, state))
@@ -355,6 +354,7 @@ def run(pipe: KeyVIDPipeline, steps: int, compare_steps: int, device: torch.devi
         "compare_steps": compare_steps,
         "sequential_vs_batched": sequential,
         "compile_blocks": compile_blocks,
+        "channels_last": compile_blocks and channels_last,
         "compile_s": round(compile_s, 1) if compile_blocks else None,
     }
 
@@ -366,7 +366,9 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="tiny_pipeline on the CPU (a smoke run of this script)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--compile-blocks", action="store_true",
-                   help="KeyframeUNet.compile_blocks() on both UNets after the eager warm-up (no sequential comparison)")
+                   help="KeyVIDPipeline.compile_unets() (regional compile, channels-last) after the eager warm-up "
+                        "(no sequential comparison)")
+    p.add_argument("--no-channels-last", action="store_true", help="with --compile-blocks: NCHW activations")
     a = p.parse_args()
     if a.tiny:
         device = torch.device("cpu")
@@ -378,7 +380,8 @@ def main() -> None:
         pipe = pipeline_512("cuda")
     for name in KeyVIDPipeline.MODULES:  # inference only; FlopCounterMode's module tracker needs it too
         getattr(pipe, name).requires_grad_(False)
-    row = run(pipe, a.steps, a.compare_steps, device, check=a.tiny, compile_blocks=a.compile_blocks)
+    row = run(pipe, a.steps, a.compare_steps, device, check=a.tiny, compile_blocks=a.compile_blocks,
+              channels_last=not a.no_channels_last)
     row["parameters_m"] = {
         name: round(sum(t.numel() for t in getattr(pipe, name).parameters()) / 1e6, 1)
         for name in KeyVIDPipeline.MODULES

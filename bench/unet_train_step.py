@@ -3,9 +3,12 @@
     python bench/unet_train_step.py --configs "b2-t12,b8-t12-ckpt,b8-t12-ckpt-compile" --out bench_unet.json
 
 Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
-(torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks``), ``cb``
-(cudnn.benchmark), ``eval`` (forward only, no grad), ``bf16w`` (with ``eval``: bf16 weights and
-inputs, no autocast, as inference can run). A step
+(torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks()``, whole
+ResBlocks and transformers), ``rcb`` (``compile_blocks(scope="block")``: ResBlocks and inner
+transformer blocks), ``cl`` (``set_channels_last()``: channels-last activations), ``clw``
+(channels-last conv weights too), ``cb`` (cudnn.benchmark), ``eval`` (forward only, no grad,
+``model.eval()``), ``bf16w`` (with ``eval``: bf16 weights and inputs, no autocast, as inference
+can run). A step
 is forward + v-loss + backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
 weights. FLOPs of one step are counted with torch's FlopCounterMode (matmuls, convs, SDPA);
 MFU = model FLOPs (no checkpoint recompute) / step time / the measured bf16 dense matmul
@@ -84,10 +87,16 @@ def run(spec, peak, steps, size="512"):
     if "bf16w" in flags and not train:
         model.to(torch.bfloat16)
         inp = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inp.items()}
+    if not train:
+        model.eval()
     if "ckpt" in flags:
         model.enable_gradient_checkpointing()
+    if "cl" in flags or "clw" in flags:
+        model.set_channels_last(weights="clw" in flags)
     if "rc" in flags:
         model.compile_blocks()
+    if "rcb" in flags:
+        model.compile_blocks(scope="block")
     fwd = torch.compile(model) if "compile" in flags else model
     torch.cuda.reset_peak_memory_stats()  # the step's own peak, not the FLOP count's
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if train else None

@@ -127,11 +127,12 @@ def setup_inputs(cfg: DictConfig) -> list[Pair]:
 
 
 @functools.lru_cache(maxsize=1)  # a multirun sweep in one process loads the weights once
-def setup_pipeline(spec: str, device: str) -> KeyVIDPipeline:
+def setup_pipeline(spec: str, device: str, compile: bool = False) -> KeyVIDPipeline:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = tiny_pipeline(seed=0) if spec == "tiny" else KeyVIDPipeline.from_pretrained(spec)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    return pipe.compile_unets() if compile else pipe
 
 
 def _keyframes_arg(value):
@@ -154,7 +155,7 @@ def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarra
 
 def run(cfg: DictConfig, out: Path) -> list[Path]:
     pairs = setup_inputs(cfg)
-    pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device))
+    pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device), bool(cfg.compile))
     record_run(out, OmegaConf.to_yaml(cfg, resolve=True))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     keys = ("seed", "steps", "guidance_rescale", "eta", "scales", "scales_interp", "freenoise", "anchor_keyframes")

@@ -181,3 +181,14 @@ def test_pixel_vae_pipeline_save_load(tmp_path):
     pipe.vae = PixelVAE(factor=8)  # 16 x 24 is not a multiple of 8 * 2
     with pytest.raises(ValueError, match="multiples of 16"):
         KeyVIDPipeline(**{n: getattr(pipe, n) for n in KeyVIDPipeline.MODULES}, height=16, width=24)
+
+
+def test_compile_unets_same_video(run_seed0):
+    """KeyVIDPipeline.compile_unets (regional inductor compile + channels-last, CPU codegen here):
+    the same keyframes and, up to float rounding, the same frames as the eager pipeline."""
+    fast = tiny_pipeline(seed=0).compile_unets()
+    out = fast(_image(), _impacts(), SR, "a hammer", steps=2, seed=0)
+    assert np.array_equal(out.keyframes, run_seed0.keyframes)
+    diff = np.abs(out.frames.astype(int) - run_seed0.frames.astype(int))
+    assert diff.max() <= 2, diff.max()
+    assert fast.interpolator.channels_last and fast.generator.channels_last

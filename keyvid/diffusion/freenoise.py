@@ -20,7 +20,9 @@ Upstream KeyVID differs in two ways, one kept as an option:
   then returns ``to_out(out)`` of the *last* window instead of the fused ``value / count``. We return
   the fused result.
 
-The windows run batched: they are stacked on the batch axis of one attention call (not looped).
+The windows run batched, not looped: when the stride divides the window (12 / 6), the windows of each
+"phase" (0, 12, 24, 36 and 6, 18, 30) are a reshape of the frames and go through one attention call per
+phase; otherwise all windows are gathered onto the batch axis of one call.
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ def window_fused_attend(
             total[:, frames] += attend(q[:, frames], k[:, frames], v[:, frames], heads) * weight
             norm[frames] += weight
         return total / norm
-    starts = torch.tensor(window_starts(n, window, stride), device=q.device)
-    idx = starts[:, None] + torch.arange(window, device=q.device)  # "w l"
+    starts = window_starts(n, window, stride)
+    if window % stride == 0:
+        if torch.compiler.is_compiling():
+            return _masked_fused_attend(q, k, v, heads, starts, window, stride)
+        return _phase_fused_attend(q, k, v, heads, starts, window, stride)
+    idx = torch.tensor(starts, device=q.device)[:, None] + torch.arange(window, device=q.device)  # "w l"
     num_windows = idx.shape[0]
 
     def windows(z: torch.Tensor) -> torch.Tensor:
@@ -104,6 +110,80 @@ def window_fused_attend(
     total = q.new_zeros(b, n, c).index_add_(1, flat, out * weight[:, None])
     norm = q.new_zeros(n).index_add_(0, flat, weight)
     return total / norm[:, None]
+
+
+def _phase_fused_attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, starts: list[int], window: int, stride: int
+) -> torch.Tensor:
+    """``window_fused_attend`` when the stride divides the window (FreeNoise's 12 / 6).
+
+    The windows fall into ``window // stride`` phases of back-to-back, disjoint windows (starts
+    0, 12, 24, 36 and 6, 18, 30 for 48 frames), plus the extra window ending at the last frame if
+    there is one. A phase is a contiguous frame range, so its windows are a reshape of q, k and v
+    (a view for the phase starting at frame 0) and one ``attend`` call; the phases' weighted outputs
+    are summed slice by slice. Against gathering every window and scattering back with
+    ``index_add_`` this moves less memory and has no atomics (deterministic).
+    """
+    b, n, c = q.shape
+    groups = _phases(starts, window, stride)
+    pyramid = pyramid_weights(window).to(device=q.device, dtype=q.dtype)
+    total = None
+    norm = torch.zeros(n, dtype=torch.float32)
+    for first, count in groups:
+        frames = slice(first, first + count * window)
+        qs, ks, vs = (z[:, frames].reshape(b * count, window, c) for z in (q, k, v))
+        out = attend(qs, ks, vs, heads).reshape(b, count * window, c) * pyramid.repeat(count)[:, None]
+        if total is None and first == 0 and count * window == n:
+            total = out
+        else:
+            total = q.new_zeros(b, n, c) if total is None else total
+            total[:, frames] += out
+        norm[frames] += pyramid_weights(window).repeat(count)
+    return total / norm.to(device=q.device, dtype=q.dtype)[:, None]
+
+
+def _phases(starts: list[int], window: int, stride: int) -> list[tuple[int, int]]:
+    """(first frame, number of windows) per phase of back-to-back windows, then the extra window."""
+    per_phase = window // stride
+    regular = [s for s in starts if s % stride == 0]
+    groups = [(phase[0], len(phase)) for phase in (regular[p::per_phase] for p in range(per_phase)) if phase]
+    return groups + [(s, 1) for s in starts if s % stride]
+
+
+def _masked_fused_attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, starts: list[int], window: int, stride: int
+) -> torch.Tensor:
+    """``window_fused_attend`` as one score matrix (what runs under ``torch.compile``).
+
+    The fused output of frame i is ``sum_w p_w(i) softmax_w(s_i) V / sum_w p_w(i)``: a single
+    probability matrix times V. With the windows grouped into phases of disjoint windows, each phase
+    is one softmax of the full "n x n" scores under a block-diagonal mask, so the whole thing is two
+    batched matmuls (QK^T, PV) plus elementwise work that inductor fuses; nothing is gathered and no
+    12-frame attention tiles are launched. Scores and softmax in float32, as SDPA keeps them.
+    """
+    b, n, c = q.shape
+    dim_head = c // heads
+    frames = torch.arange(n, device=q.device)
+    q4, k4, v4 = (rearrange(z, "b n (h d) -> b h n d", h=heads) for z in (q, k, v))
+    acc = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q4.to(acc), k4.to(acc).transpose(-1, -2)) * dim_head**-0.5
+        pyramid = pyramid_weights(window).to(q.device, acc)
+        probs = torch.zeros_like(scores)
+        norm = torch.zeros(n, device=q.device, dtype=acc)
+        for first, count in _phases(starts, window, stride):
+            pos = frames - first
+            inside = (pos >= 0) & (pos < count * window)
+            block = torch.where(inside, pos // window, -1)  # window of each frame in this phase, -1: none
+            same = (block[:, None] == block[None, :]) & inside[:, None]
+            # rows outside the phase attend to everything (finite softmax) and are weighted 0
+            p = scores.masked_fill(~(same | ~inside[:, None]), float("-inf")).softmax(-1)
+            row_weight = torch.where(inside, pyramid[pos.clamp(0) % window], 0.0)
+            probs = probs + p * row_weight[:, None]
+            norm = norm + row_weight
+        probs = probs / norm[:, None]
+    out = torch.matmul(probs.to(v4.dtype), v4)
+    return rearrange(out, "b h n d -> b n (h d)")
 
 
 def temporal_self_attentions(model: nn.Module) -> list[SelfAttention]:

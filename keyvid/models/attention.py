@@ -200,14 +200,14 @@ class SpatialTransformer(nn.Module):
     def forward(
         self, x: torch.Tensor, text: torch.Tensor, image: torch.Tensor, audio: torch.Tensor
     ) -> torch.Tensor:
-        """x: "(b t) c h w" -> same."""
-        _, _, h, w = x.shape
-        z = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        """x: "(b t) c h w" -> same (and in the same memory layout: free views when channels-last)."""
+        n, c, h, w = x.shape
+        z = self.norm(x).permute(0, 2, 3, 1).reshape(n, h * w, c)
         z = self.proj_in(z)
         for block in self.transformer_blocks:
             z = block(z, text, image, audio)
         z = self.proj_out(z)
-        return rearrange(z, "n (h w) c -> n c h w", h=h, w=w) + x
+        return z.reshape(n, h, w, c).permute(0, 3, 1, 2) + x
 
 
 class TemporalTransformer(nn.Module):
@@ -240,20 +240,26 @@ class TemporalTransformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """x: "(b t) c h w" -> same."""
-        _, _, h, w = x.shape
-        x5 = rearrange(x, "(b t) c h w -> b c t h w", t=num_frames)
-        # The GroupNorm statistics span all frames of a sample, as upstream normalises (b, c, t, h, w).
-        z = rearrange(self.norm(x5), "b c t h w -> (b h w) c t")
-        if self.conv_proj:
-            z = rearrange(self.proj_in(z), "n c t -> n t c")
+        """x: "(b t) c h w" -> same, in x's memory layout (NCHW or channels-last)."""
+        n, c, h, w = x.shape
+        b, t = n // num_frames, num_frames
+        # The GroupNorm statistics span all frames of a sample, as upstream normalises (b, c, t, h, w);
+        # "b c t (h w)" is a view of x in either layout.
+        z = self.norm(x.unflatten(0, (b, t)).transpose(1, 2).flatten(3))
+        z = z.permute(0, 3, 2, 1).reshape(b * h * w, t, c)  # "(b h w) t c": the one copy in
+        if self.conv_proj:  # a kernel-1 Conv1d is a Linear on the last axis
+            z = F.linear(z, self.proj_in.weight[..., 0], self.proj_in.bias)
         else:
-            z = self.proj_in(rearrange(z, "n c t -> n t c"))
+            z = self.proj_in(z)
         for block in self.transformer_blocks:
             z = block(z)
         if self.conv_proj:
-            z = self.proj_out(rearrange(z, "n t c -> n c t"))
+            z = F.linear(z, self.proj_out.weight[..., 0], self.proj_out.bias)
         else:
-            z = rearrange(self.proj_out(z), "n t c -> n c t")
-        z = rearrange(z, "(b h w) c t -> (b t) c h w", h=h, w=w)
+            z = self.proj_out(z)
+        z = z.unflatten(0, (b, h, w))  # "b h w t c"; the one copy out, into x's layout:
+        if x.is_contiguous():
+            z = z.permute(0, 3, 4, 1, 2).reshape(n, c, h, w)
+        else:
+            z = z.permute(0, 3, 1, 2, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
         return z + x

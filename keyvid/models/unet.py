@@ -99,8 +99,22 @@ class TemporalConvBlock(nn.Module):
         nn.init.zeros_(self.conv4[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: "b c t h w" -> same."""
-        return x + self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        """x: "b c t h w" -> same.
+
+        Runs as 2-D convolutions over a "b c t (h w)" view (a (3,1,1) kernel never mixes
+        positions), with the Conv3d weights viewed as (3,1) kernels. For activations stored
+        frames-outer, channels-last ("b t h w c" in memory, see ``KeyframeUNet.set_channels_last``)
+        that view costs no copy and the convolutions run in cuDNN's native NHWC layout.
+        """
+        h, w = x.shape[-2:]
+        x4 = x.flatten(3)
+        y = x4
+        for block in (self.conv1, self.conv2, self.conv3, self.conv4):
+            *pre, conv = block
+            for layer in pre:
+                y = layer(y)
+            y = F.conv2d(y, conv.weight[..., 0], conv.bias, padding=(1, 0))
+        return (x4 + y).unflatten(3, (h, w))
 
 
 class ResBlock(nn.Module):
@@ -239,6 +253,7 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
             raise ValueError(f"frame_index_mode must be 'upstream', 'latent' or 'none', got {frame_index_mode!r}")
         self.model_channels = model_channels
         self.default_fs = default_fs
+        self.channels_last = False
         self.frame_index_mode = frame_index_mode
         self.gradient_checkpointing = False
         emb_dim = model_channels * 4
@@ -303,17 +318,54 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
-    def compile_blocks(self, **compile_kwargs) -> None:
-        """Regional compilation: ``torch.compile`` each ResBlock and TransformerBlock in place.
+    def set_channels_last(self, enabled: bool = True, weights: bool = False) -> "KeyframeUNet":
+        """Keep activations channels-last ("(b t) h w c" in memory) through the whole network.
 
-        Blocks of one class and shape share a compiled graph (parameters are graph inputs), so this
-        compiles a dozen graphs instead of one huge one, and fuses the norms, activations and
-        residual adds that dominate a step after the matmuls (bench/profile_unet.py).
+        Values do not change, only strides. The spatial transformers' "n c h w -> n (h w) c" and
+        the temporal convolutions' frame views then cost no copy, and cuDNN convolves without its
+        NCHW <-> NHWC transposes; the temporal transformers keep one transpose each way. It pays
+        most under ``compile_blocks`` (eager GroupNorm on CUDA makes its input contiguous).
+
+        ``weights=True`` also stores the convolution weights channels-last (inference: saves a
+        per-call weight transpose). Leave it off for training: safetensors, and so checkpointing
+        and export, refuse non-contiguous tensors.
         """
-        from keyvid.models.attention import TransformerBlock
+        self.channels_last = enabled
+        if weights:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    fmt = torch.channels_last if enabled else torch.contiguous_format
+                    module.weight.data = module.weight.data.contiguous(memory_format=fmt)
+        return self
 
+    def compile_blocks(self, scope: Literal["layer", "block"] = "layer", **compile_kwargs) -> None:
+        """Regional compilation: ``torch.compile`` the UNet's repeated modules in place.
+
+        ``scope="layer"`` (default) compiles every ResBlock (with its temporal convolutions),
+        SpatialTransformer and TemporalTransformer whole, so each graph spans a norm, its layout
+        changes, the projections, the attention blocks and the residual add. ``scope="block"``
+        compiles ResBlocks and the inner TransformerBlocks only (the GroupNorm and rearranges
+        around each transformer stay eager). Modules of one class and shape share a compiled
+        graph (parameters are graph inputs), so this compiles a few dozen small graphs instead
+        of one huge one.
+
+        Shapes are specialised (``dynamic=False`` unless given): a dynamic-shape graph for the
+        varying channel counts would lose the static kernels that are the point. Dynamo's
+        per-function recompile limit (8) would be hit by the UNet's dozen-odd ResBlock shapes,
+        after which it silently runs the rest eagerly, so it is raised to at least 64.
+        """
+        from keyvid.models.attention import SpatialTransformer, TemporalTransformer, TransformerBlock
+
+        if scope == "layer":
+            kinds: tuple[type, ...] = (ResBlock, SpatialTransformer, TemporalTransformer)
+        elif scope == "block":
+            kinds = (ResBlock, TransformerBlock)
+        else:
+            raise ValueError(f"scope must be 'layer' or 'block', got {scope!r}")
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        compile_kwargs.setdefault("dynamic", False)
         for module in self.modules():
-            if isinstance(module, (ResBlock, TransformerBlock)):
+            if isinstance(module, kinds):
                 module.compile(**compile_kwargs)
 
     def _run(self, stage: Stage, h: torch.Tensor, *cond) -> torch.Tensor:
@@ -370,7 +422,10 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         emb = emb + self.fps_embedding(sinusoidal_embedding(fs, mc, x.dtype))
 
         conv_in = self.input_blocks[0][0]
-        h = conv_in(rearrange(x, "b c t h w -> (b t) c h w"))
+        x = rearrange(x, "b c t h w -> (b t) c h w")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = conv_in(x)
         if self.frame_index_mode != "none":
             if frame_idx is None:
                 raise ValueError(f"frame_index_mode={self.frame_index_mode!r} needs frame_idx (b, t)")
@@ -389,7 +444,7 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         h = self._run(self.middle_block, h, *cond)
         for stage in self.output_blocks:
             h = self._run(stage, torch.cat([h, skips.pop()], dim=1), *cond)
-        y = self.out(h)
+        y = self.out(h).contiguous()
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
 
 

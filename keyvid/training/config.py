@@ -24,6 +24,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     num_workers: int = 4
     gradient_checkpointing: bool = False
+    # generator/interpolator UNet: regional torch.compile (KeyframeUNet.compile_blocks) and
+    # channels-last activations; 1.5x clips/s on an H100 (BENCHMARKS.md), minutes of compiling first
+    compile_blocks: bool = False
+    channels_last: bool = False
     ema_decay: float = 0.0  # 0 disables EMA
     sample_every: int = 0  # generator/interpolator: a preview video every N steps (0: never)
     sample_steps: int = 10  # DDIM steps of a preview

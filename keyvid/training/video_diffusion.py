@@ -174,9 +174,12 @@ class BatchConditioner:
         return latents, cond
 
 
-def setup_denoiser(cfg_model, gradient_checkpointing: bool = False) -> KeyVIDDenoiser:
+def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_blocks: bool = False,
+                   channels_last: bool = False) -> KeyVIDDenoiser:
     """UNet + image projector from the model config; ``pretrained`` is a converted checkpoint folder
-    (``python -m keyvid.models.convert``) holding ``unet/`` and ``image_proj/``."""
+    (``python -m keyvid.models.convert``) holding ``unet/`` and ``image_proj/``. ``channels_last``
+    and ``compile_blocks``: see ``KeyframeUNet.set_channels_last`` / ``compile_blocks`` (weights stay
+    contiguous so checkpoints and exports save as usual; parameter names do not change)."""
     from pathlib import Path
 
     from hydra.utils import instantiate
@@ -190,6 +193,10 @@ def setup_denoiser(cfg_model, gradient_checkpointing: bool = False) -> KeyVIDDen
             module.load_state_dict(type(module).from_pretrained(root / name).state_dict())
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if channels_last:
+        unet.set_channels_last()
+    if compile_blocks:
+        unet.compile_blocks()
     denoiser = KeyVIDDenoiser(unet, image_proj)
     set_trainable(denoiser, cfg_model.trainable)
     return denoiser

@@ -73,6 +73,22 @@ def test_fused_equals_weighted_average_of_windows(n, window, stride):
         assert (fused[:, s : s + window] - last).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("n,window,stride", [(48, 12, 6), (50, 12, 6), (16, 4, 4), (30, 12, 4)])
+def test_both_fused_forms_equal_the_reference(n, window, stride):
+    """The two forms used when the stride divides the window: per-phase attention calls (eager) and
+    one masked score matrix (under torch.compile), the latter also reached through torch.compile."""
+    from keyvid.diffusion.freenoise import _masked_fused_attend, _phase_fused_attend
+
+    q, k, v = _qkv(n=n)
+    ref, _ = _loop_reference(q, k, v, window, stride)
+    starts = window_starts(n, window, stride)
+    for fn in (_phase_fused_attend, _masked_fused_attend):
+        torch.testing.assert_close(fn(q, k, v, HEADS, starts, window, stride), ref, rtol=0, atol=1e-12)
+    compiled = torch.compile(window_fused_attend, backend="eager", fullgraph=True)
+    out = compiled(q.float(), k.float(), v.float(), HEADS, window=window, stride=stride)
+    torch.testing.assert_close(out, ref.float(), rtol=0, atol=1e-5)
+
+
 def test_toy_attention_hand_computed():
     # One head, width 1, n = 3, window 2, stride 1: windows {0,1} and {1,2}, weights [1, 1].
     # Frame 1's output is the plain mean of its two windows' outputs; frames 0 and 2 have one window.

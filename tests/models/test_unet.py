@@ -190,6 +190,54 @@ def test_compiles_without_graph_breaks():
         torch.testing.assert_close(compiled(**inputs), model(**inputs), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("weights", [False, True], ids=["activations", "activations+weights"])
+def test_channels_last_same_values_and_grads(weights):
+    """set_channels_last changes strides only: outputs and gradients equal the NCHW model's (float64),
+    activations stay channels-last between layers, and the output has the NCHW model's strides."""
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in _inputs().items()}
+
+    def run(channels_last: bool):
+        model = _tiny().double().eval()
+        if channels_last:
+            model.set_channels_last(weights=weights)
+        seen = []
+        hook = model.input_blocks[1][0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        y = model(**inputs)
+        y.square().mean().backward()
+        hook.remove()
+        return y.detach(), {n: p.grad for n, p in model.named_parameters()}, seen[0]
+
+    y_ref, g_ref, h_ref = run(False)
+    y_cl, g_cl, h_cl = run(True)
+    assert h_cl.is_contiguous(memory_format=torch.channels_last) and not h_cl.is_contiguous()
+    assert h_ref.is_contiguous()
+    assert y_cl.stride() == y_ref.stride()  # the caller sees the same tensor layout
+    torch.testing.assert_close(y_cl, y_ref, atol=1e-10, rtol=0)
+    for name in g_ref:
+        torch.testing.assert_close(g_cl[name], g_ref[name], atol=1e-10, rtol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("scope", ["layer", "block"])
+def test_compile_blocks_matches_eager(scope):
+    """Regional compilation (inductor, CPU codegen) gives the eager output; the layer scope wraps
+    whole ResBlocks and spatial/temporal transformers, the block scope the inner transformer blocks."""
+    from keyvid.models.attention import SpatialTransformer, TransformerBlock
+
+    model = _tiny().eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = model(**inputs)
+        model.set_channels_last()
+        model.compile_blocks(scope=scope)
+        out = model(**inputs)
+    compiled = [type(m) for m in model.modules() if hasattr(m, "_compiled_call_impl") and m._compiled_call_impl]
+    assert (SpatialTransformer in compiled) == (scope == "layer")
+    assert (TransformerBlock in compiled) == (scope == "block")
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="scope"):
+        model.compile_blocks(scope="stage")
+
+
 def test_training_steps_lower_loss():
     torch.manual_seed(0)
     model = keyframe_unet_tiny(dropout=0.0).train()

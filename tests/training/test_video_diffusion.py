@@ -43,3 +43,22 @@ def test_config_composes_and_builds(tmp_path):
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose(name, overrides=["debug=tiny", "data.train_shards=x.tar", f"run_dir={tmp_path}"])
         assert cfg.train.max_steps == 4 and OmegaConf.select(cfg, "model.size") == "tiny"
+
+
+def test_setup_denoiser_compile_and_channels_last_keep_checkpoint_layout():
+    """train.compile_blocks / train.channels_last change how the UNet runs, not what it saves:
+    parameter names and contiguous weights (safetensors refuses strided ones) stay as without them."""
+    from keyvid.models.unet import ResBlock
+    from keyvid.training.video_diffusion import setup_denoiser
+
+    cfg = OmegaConf.create({
+        "unet": {"_target_": "keyvid.models.builders.unet", "size": "tiny"},
+        "image_proj": {"_target_": "keyvid.models.builders.image_projector", "size": "tiny"},
+        "pretrained": None, "trainable": "full",
+    })
+    plain = setup_denoiser(cfg)
+    fast = setup_denoiser(cfg, compile_blocks=True, channels_last=True)
+    assert fast.unet.channels_last and not plain.unet.channels_last
+    assert all(m._compiled_call_impl is not None for m in fast.unet.modules() if isinstance(m, ResBlock))
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    assert all(t.is_contiguous() for t in fast.state_dict().values())

@@ -45,15 +45,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
 from unet_train_step import matmul_peak  # sibling script: bench/ is on sys.path when run as a file
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.diffusion.schedule import DiffusionSchedule
 from keyvid.models.audio_frontend import waveform_to_mel
-from keyvid.models.encoders import FrozenCLIPImageEncoder, FrozenCLIPTextEncoder, FrozenVAE, tiny_clip_tokenizer
+from keyvid.models.encoders import sd2_vae_random, vit_h_image_random, vit_h_text_random
 from keyvid.models.imagebind_audio import imagebind_audio_huge
 from keyvid.models.localizer import keyframe_localizer_huge
 from keyvid.models.resampler import image_resampler_512
@@ -66,43 +64,6 @@ SCALES_INTERP = GuidanceScales(img=2.0, txt=7.5, aud=9.0)
 
 
 # ------------------------------------------------------------------------------------ components
-
-
-def sd2_vae() -> FrozenVAE:
-    """stabilityai/stable-diffusion-2-1 vae/config.json, random init."""
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=768,
-        scaling_factor=0.18215,
-    )
-    return FrozenVAE(vae, chunk_frames=4)
-
-
-def vit_h_text() -> FrozenCLIPTextEncoder:
-    """OpenCLIP ViT-H/14 text tower sizes (laion2b_s32b_b79k): 1024 wide, 24 layers, 16 heads."""
-    tokenizer = tiny_clip_tokenizer()
-    config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    return FrozenCLIPTextEncoder(CLIPTextModel(config), tokenizer)
-
-
-def vit_h_image() -> FrozenCLIPImageEncoder:
-    """OpenCLIP ViT-H/14 vision tower sizes: 1280 wide, 32 layers, 16 heads, 224 px, patch 14 (257 tokens)."""
-    config = CLIPVisionConfig(
-        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-        image_size=224, patch_size=14, hidden_act="gelu", projection_dim=1024,
-    )
-    return FrozenCLIPImageEncoder(CLIPVisionModel(config))
 
 
 def pipeline_512(device: str) -> KeyVIDPipeline:
@@ -119,9 +80,9 @@ def pipeline_512(device: str) -> KeyVIDPipeline:
             interpolator=interpolator,
             generator_projector=image_resampler_512(),
             interpolator_projector=image_resampler_512(),
-            vae=sd2_vae(),
-            text_encoder=vit_h_text(),
-            image_encoder=vit_h_image(),
+            vae=sd2_vae_random(),
+            text_encoder=vit_h_text_random(),
+            image_encoder=vit_h_image_random(),
             schedule=schedule,
             height=320,
             width=512,

@@ -37,7 +37,7 @@ def run(cfg: DictConfig, interpolator: bool) -> None:
     optimizer = setup_optimizer(cfg.optim, denoiser.parameters())
     scheduler = setup_lr_scheduler(cfg.optim, optimizer, cfg.train.max_steps, accelerator.num_processes)
     dtype = weight_dtype(accelerator)
-    encoders = build_encoders(cfg.encoders).to(accelerator.device, dtype)  # kept out of prepare()/ZeRO
+    encoders = build_encoders(cfg.encoders, accelerator.device).to(accelerator.device, dtype)  # kept out of prepare()/ZeRO
     denoiser, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
     state, ema = TrainState(), setup_ema(cfg.train, accelerator.unwrap_model(denoiser))
     accelerator.register_for_checkpointing(state, *([ema] if ema else []))

@@ -332,3 +332,44 @@ def tiny_clip_image(hidden_size: int = 40) -> FrozenCLIPImageEncoder:
         projection_dim=hidden_size,
     )
     return FrozenCLIPImageEncoder(CLIPVisionModel(config))
+
+
+# -- full-size architectures with random weights: benchmarks without weight files (encoders.kind=random)
+
+
+def sd2_vae_random() -> FrozenVAE:
+    """stabilityai/stable-diffusion-2-1 vae/config.json (83.7 M parameters), random init."""
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=768,
+        scaling_factor=0.18215,
+    )
+    return FrozenVAE(vae, chunk_frames=4)
+
+
+def vit_h_text_random() -> FrozenCLIPTextEncoder:
+    """OpenCLIP ViT-H/14 text tower sizes (laion2b_s32b_b79k): 1024 wide, 24 layers, 16 heads; the tiny
+    tokenizer (ids stay inside the full vocabulary), random init."""
+    tokenizer = tiny_clip_tokenizer()
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return FrozenCLIPTextEncoder(CLIPTextModel(config), tokenizer)
+
+
+def vit_h_image_random() -> FrozenCLIPImageEncoder:
+    """OpenCLIP ViT-H/14 vision tower sizes: 1280 wide, 32 layers, 16 heads, 224 px, patch 14 (257 tokens)."""
+    config = CLIPVisionConfig(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+        image_size=224, patch_size=14, hidden_act="gelu", projection_dim=1024,
+    )
+    return FrozenCLIPImageEncoder(CLIPVisionModel(config))

@@ -93,16 +93,24 @@ def tiny_encoders(pixel_factor: int | None = None) -> Encoders:
     return Encoders(vae, enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
 
 
-ENCODER_KINDS = ("pretrained", "tiny", "pixel")
+ENCODER_KINDS = ("pretrained", "tiny", "pixel", "random")
 
 
-def build_encoders(cfg) -> Encoders:
+def build_encoders(cfg, device: torch.device | str | None = None) -> Encoders:
     """``cfg.kind``: ``pretrained`` reads every encoder from a local path (an error names a missing
     one); ``tiny`` builds seeded random stand-ins so ``debug=tiny`` runs on CPU; ``pixel`` is
     ``tiny`` with the weight-free PixelVAE (``cfg.pixel_factor``), whose decoded videos show the
-    motion the model learnt (the synthetic reproduction, REPRODUCTION.md)."""
+    motion the model learnt (the synthetic reproduction, REPRODUCTION.md); ``random`` builds the
+    pretrained encoders' full-size architectures with random weights (SD 2.x VAE, OpenCLIP ViT-H/14
+    towers, ImageBind-huge audio): the same compute as a real run, for benchmarks with no weight
+    files. ``device``: where ``random`` initialises its 1.2 B parameters (on the CPU it takes minutes)."""
     from keyvid.models import encoders as enc
 
+    if cfg.kind == "random":
+        torch.manual_seed(0)
+        with torch.device(device or "cpu"):
+            return Encoders(enc.sd2_vae_random(), enc.vit_h_text_random(), enc.vit_h_image_random(),
+                            imagebind_audio_huge(out_embed_dim=None).eval().requires_grad_(False))
     if cfg.kind == "tiny":
         return tiny_encoders()
     if cfg.kind == "pixel":

@@ -62,3 +62,16 @@ def test_setup_denoiser_compile_and_channels_last_keep_checkpoint_layout():
     assert all(m._compiled_call_impl is not None for m in fast.unet.modules() if isinstance(m, ResBlock))
     assert list(fast.state_dict()) == list(plain.state_dict())
     assert all(t.is_contiguous() for t in fast.state_dict().values())
+
+
+def test_random_encoders_are_the_pretrained_architectures():
+    """encoders.kind=random: the full-size encoders with random weights (built on the meta device here:
+    sizes only). Parameter counts of SD 2.x's VAE, OpenCLIP ViT-H/14's towers and ImageBind-huge audio."""
+    from keyvid.training.video_diffusion import build_encoders
+
+    enc = build_encoders(OmegaConf.create({"kind": "random"}), device="meta")
+    millions = {name: round(sum(p.numel() for p in getattr(enc, name).parameters()) / 1e6, 1)
+                for name in ("vae", "clip_text", "clip_image", "audio")}
+    assert millions["vae"] == 83.7 and millions["clip_image"] == 630.8 and millions["audio"] == 85.7, millions
+    assert 340 < millions["clip_text"] < 360, millions  # 49408-token embedding + 24 layers of 1024
+    assert not any(p.requires_grad for m in (enc.vae, enc.clip_text, enc.clip_image, enc.audio) for p in m.parameters())

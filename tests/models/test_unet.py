@@ -238,6 +238,26 @@ def test_compile_blocks_matches_eager(scope):
         model.compile_blocks(scope="stage")
 
 
+def test_compiled_training_step_matches_eager():
+    """train.compile_blocks + train.channels_last + gradient checkpointing (what the trainer runs):
+    the compiled backward gives the eager gradients (inductor, CPU codegen; dropout off)."""
+    inputs = _inputs()
+
+    def grads(fast: bool):
+        model = _tiny(dropout=0.0).train()
+        model.enable_gradient_checkpointing()
+        if fast:
+            model.set_channels_last()
+            model.compile_blocks()
+        model(**inputs).square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    ref, got = grads(False), grads(True)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-5, rtol=1e-3, msg=name)
+
+
 def test_training_steps_lower_loss():
     torch.manual_seed(0)
     model = keyframe_unet_tiny(dropout=0.0).train()

@@ -327,16 +327,32 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         most under ``compile_blocks`` (eager GroupNorm on CUDA makes its input contiguous).
 
         ``weights=True`` also stores the convolution weights channels-last (inference: saves a
-        per-call weight transpose). Leave it off for training: safetensors, and so checkpointing
-        and export, refuse non-contiguous tensors.
+        per-call weight transpose). Leave it off for training: safetensors, and so accelerate's
+        checkpoints, refuse non-contiguous tensors (``save_pretrained`` here packs them itself).
         """
         self.channels_last = enabled
         if weights:
-            for module in self.modules():
-                if isinstance(module, nn.Conv2d):
-                    fmt = torch.channels_last if enabled else torch.contiguous_format
-                    module.weight.data = module.weight.data.contiguous(memory_format=fmt)
+            self._conv_weight_format(torch.channels_last if enabled else torch.contiguous_format)
         return self
+
+    def _conv_weight_format(self, fmt: torch.memory_format) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=fmt)
+
+    def save_pretrained(self, *args, **kwargs) -> None:
+        """diffusers' ``save_pretrained``, with channels-last convolution weights packed contiguous
+        for safetensors while it writes (and restored after, so compiled graphs stay valid)."""
+        strided = any(
+            isinstance(m, nn.Conv2d) and not m.weight.is_contiguous() for m in self.modules()
+        )
+        if strided:
+            self._conv_weight_format(torch.contiguous_format)
+        try:
+            super().save_pretrained(*args, **kwargs)
+        finally:
+            if strided:
+                self._conv_weight_format(torch.channels_last)
 
     def compile_blocks(self, scope: Literal["layer", "block"] = "layer", **compile_kwargs) -> None:
         """Regional compilation: ``torch.compile`` the UNet's repeated modules in place.

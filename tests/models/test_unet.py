@@ -133,6 +133,22 @@ def test_gradient_checkpointing_matches():
         torch.testing.assert_close(g_ckpt[name], g_ref[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_save_with_channels_last_weights(tmp_path):
+    """Inference's channels-last conv weights (KeyVIDPipeline.compile_unets) still save: packed for
+    safetensors while writing, channels-last again afterwards; the loaded weights are equal."""
+    model = _tiny().eval().set_channels_last(weights=True)
+    conv = model.input_blocks[0][0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    model.save_pretrained(tmp_path)
+    assert not conv.weight.is_contiguous()
+    loaded = KeyframeUNet.from_pretrained(tmp_path).eval()
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    inputs = _inputs()
+    with torch.no_grad():  # conv algorithms differ by layout: float32 rounding only
+        torch.testing.assert_close(loaded(**inputs), model(**inputs), atol=1e-5, rtol=0)
+
+
 def test_save_load_round_trip(tmp_path):
     model = _tiny(frame_index_mode="latent", cross_attention_weights="paper").eval()
     model.save_pretrained(tmp_path)

@@ -128,18 +128,19 @@ def _phase_fused_attend(
     groups = _phases(starts, window, stride)
     pyramid = pyramid_weights(window).to(device=q.device, dtype=q.dtype)
     total = None
-    norm = torch.zeros(n, dtype=torch.float32)
+    norm = q.new_zeros(n)  # sums of small integers: exact in any float dtype
     for first, count in groups:
         frames = slice(first, first + count * window)
+        weight = pyramid.repeat(count)
         qs, ks, vs = (z[:, frames].reshape(b * count, window, c) for z in (q, k, v))
-        out = attend(qs, ks, vs, heads).reshape(b, count * window, c) * pyramid.repeat(count)[:, None]
+        out = attend(qs, ks, vs, heads).reshape(b, count * window, c) * weight[:, None]
         if total is None and first == 0 and count * window == n:
             total = out
         else:
             total = q.new_zeros(b, n, c) if total is None else total
             total[:, frames] += out
-        norm[frames] += pyramid_weights(window).repeat(count)
-    return total / norm.to(device=q.device, dtype=q.dtype)[:, None]
+        norm[frames] += weight
+    return total / norm[:, None]
 
 
 def _phases(starts: list[int], window: int, stride: int) -> list[tuple[int, int]]:

@@ -5,13 +5,16 @@
 
 Kinds: gemm (cuBLAS/CUTLASS matmuls), conv (cuDNN convolutions and their layout transposes),
 attention (SDPA kernels), norm (group/layer norm), copy (contiguous/cat/transpose copies),
-elementwise (activations, adds, casts, fused Triton kernels), optimizer, other.
+elementwise (activations, adds, casts), fused reduction / pointwise (inductor's Triton kernels under
+``--rc``), optimizer, other. ``step_ms`` is the profiled step's wall time: the part of it
+not covered by kernels is launch overhead and host work.
 """
 
 import argparse
 import collections
 import json
 import re
+import time
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,8 @@ from unet_train_step import inputs  # sibling script: bench/ is on sys.path when
 from keyvid.models.unet import keyframe_unet_512
 
 KINDS = [
+    ("fused reduction (inductor)", r"^triton_(red|per)_"),  # compiled norms and their neighbours
+    ("fused pointwise (inductor)", r"^triton_"),
     ("attention", r"flash|fmha|sdpa|attention|cudnn_generated_fort_native_sdpa"),
     ("conv", r"conv|implicit_gemm|xmma_fprop|xmma_dgrad|xmma_wgrad|nchwToNhwc|nhwcToNchw|dgrad|wgrad|fprop"),
     ("gemm", r"gemm|cutlass|sm90_xmma|nvjet|cublas|splitK"),
@@ -44,6 +49,7 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--ckpt", action="store_true")
+    p.add_argument("--ckpt-levels", default=None, help="with --ckpt: e.g. 01 = checkpoint levels 0 and 1 only")
     p.add_argument("--eval", action="store_true", help="forward only, no grad")
     p.add_argument("--bf16w", action="store_true", help="with --eval: bf16 weights, no autocast")
     p.add_argument("--rc", action="store_true", help="KeyframeUNet.compile_blocks()")
@@ -55,6 +61,7 @@ def main():
         model = keyframe_unet_512()
     if a.ckpt:
         model.enable_gradient_checkpointing()
+        model.set_checkpoint_levels(None if a.ckpt_levels is None else [int(c) for c in a.ckpt_levels])
     inp = inputs(a.batch, a.frames)
     if a.eval and a.bf16w:
         model.to(torch.bfloat16)
@@ -83,8 +90,10 @@ def main():
         step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
         step()
         torch.cuda.synchronize()
+        step_ms = 1e3 * (time.perf_counter() - t0)
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     total = sum(e.self_device_time_total for e in events)
     by_kind = collections.Counter()
@@ -92,6 +101,7 @@ def main():
         by_kind[kind(e.key)] += e.self_device_time_total
     summary = {
         "config": vars(a),
+        "step_ms": round(step_ms, 1),
         "kernel_ms": round(total / 1e3, 1),
         "share_pct": {k: round(100 * v / total, 1) for k, v in by_kind.most_common()},
         "top": [

@@ -2,7 +2,10 @@
 
     python bench/unet_train_step.py --configs "b2-t12,b8-t12-ckpt,b8-t12-ckpt-compile" --out bench_unet.json
 
-Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``compile``
+Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``ckptL<levels>``
+(checkpoint only the stages at these resolution levels, e.g. ``ckptL0``: ``set_checkpoint_levels``),
+``sub`` (upstream's trainable
+subset instead of full fine-tuning: ``set_unet_trainable(unet, "upstream")``), ``compile``
 (torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks()``, whole
 ResBlocks and transformers), ``rcb`` (``compile_blocks(scope="block")``: ResBlocks and inner
 transformer blocks), ``cl`` (``set_channels_last()``: channels-last activations), ``clw``
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from keyvid.models import builders
+from keyvid.training.video_diffusion import set_unet_trainable
 
 LATENT = (40, 64)  # --latent
 
@@ -73,6 +77,8 @@ def run(spec, peak, steps, size="512"):
     row = {"config": spec, "batch": b, "frames": t}
     with torch.device("cuda"):
         model = builders.unet(size)
+    if "sub" in flags:  # before the FLOP count: frozen weights get no weight gradients
+        set_unet_trainable(model, "upstream")
     torch.backends.cudnn.benchmark = "cb" in flags
     inp = inputs(b, t)
     target = torch.randn(b, 4, t, *LATENT, device="cuda")
@@ -89,8 +95,11 @@ def run(spec, peak, steps, size="512"):
         inp = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inp.items()}
     if not train:
         model.eval()
-    if "ckpt" in flags:
+    levels = [f for f in flags if f.startswith("ckptL")]
+    if "ckpt" in flags or levels:
         model.enable_gradient_checkpointing()
+        model.set_checkpoint_levels([int(c) for c in levels[0][5:]] if levels else None)
+    torch._dynamo.reset()
     if "cl" in flags or "clw" in flags:
         model.set_channels_last(weights="clw" in flags)
     if "rc" in flags:
@@ -99,7 +108,9 @@ def run(spec, peak, steps, size="512"):
         model.compile_blocks(scope="block")
     fwd = torch.compile(model) if "compile" in flags else model
     torch.cuda.reset_peak_memory_stats()  # the step's own peak, not the FLOP count's
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if train else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    row["trainable_params"] = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True) if train else None
 
     def step():
         if train:

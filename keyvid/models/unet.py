@@ -20,7 +20,7 @@ reads them back); gradient checkpointing via ``enable_gradient_checkpointing()``
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +172,13 @@ class Upsample(nn.Module):
 
 
 class Stage(nn.ModuleList):
-    """One UNet block: runs its layers in order, handing each the conditioning it takes."""
+    """One UNet block: runs its layers in order, handing each the conditioning it takes.
+
+    ``level`` is the resolution level of its input (0 = the full latent, 1 = half, ...)."""
+
+    def __init__(self, layers, level: int = 0):
+        super().__init__(layers)
+        self.level = level
 
     def forward(
         self,
@@ -193,6 +199,14 @@ class Stage(nn.ModuleList):
             else:
                 h = layer(h)
         return h
+
+
+def _contiguous_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """state_dict post-hook: channels-last weights (``set_channels_last(weights=True)``) are packed
+    contiguous, as safetensors requires; other tensors are returned as they are."""
+    for key, value in state_dict.items():
+        if key.startswith(prefix) and isinstance(value, torch.Tensor) and not value.is_contiguous():
+            state_dict[key] = value.contiguous()
 
 
 class KeyframeUNet(ModelMixin, ConfigMixin):
@@ -256,6 +270,8 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         self.channels_last = False
         self.frame_index_mode = frame_index_mode
         self.gradient_checkpointing = False
+        self.checkpoint_levels: frozenset[int] | None = None  # set_checkpoint_levels
+        self.register_state_dict_post_hook(_contiguous_state)  # channels-last weights save as usual
         emb_dim = model_channels * 4
 
         self.time_embed = embedding_mlp(model_channels, emb_dim, emb_dim, zero_out=False)
@@ -289,15 +305,16 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
                 ch = mult * model_channels
                 if ds in attention_resolutions:
                     layers += spatial_temporal(ch)
-                self.input_blocks.append(Stage(layers))
+                self.input_blocks.append(Stage(layers, level))
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
-                self.input_blocks.append(Stage([Downsample(ch)]))
+                self.input_blocks.append(Stage([Downsample(ch)], level))
                 skip_channels.append(ch)
                 ds *= 2
 
         self.middle_block = Stage(
-            [ResBlock(ch, emb_dim, ch, dropout), *spatial_temporal(ch), ResBlock(ch, emb_dim, ch, dropout)]
+            [ResBlock(ch, emb_dim, ch, dropout), *spatial_temporal(ch), ResBlock(ch, emb_dim, ch, dropout)],
+            len(channel_mult) - 1,
         )
 
         self.output_blocks = nn.ModuleList()
@@ -310,7 +327,7 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     ds //= 2
-                self.output_blocks.append(Stage(layers))
+                self.output_blocks.append(Stage(layers, level))
 
         self.out = nn.Sequential(
             Float32GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1)
@@ -326,9 +343,12 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         NCHW <-> NHWC transposes; the temporal transformers keep one transpose each way. It pays
         most under ``compile_blocks`` (eager GroupNorm on CUDA makes its input contiguous).
 
-        ``weights=True`` also stores the convolution weights channels-last (inference: saves a
-        per-call weight transpose). Leave it off for training: safetensors, and so accelerate's
-        checkpoints, refuse non-contiguous tensors (``save_pretrained`` here packs them itself).
+        ``weights=True`` also stores the convolution weights channels-last, which saves cuDNN a
+        weight transpose per call (and, in training, a gradient transpose back). Call it before
+        creating the optimizer (its state takes the weights' layout). ``state_dict()`` still
+        returns contiguous tensors (a post-hook packs these weights), so ``save_pretrained``,
+        accelerate's safetensors checkpoints and exports write as usual, and ``load_state_dict``
+        copies into either layout.
         """
         self.channels_last = enabled
         if weights:
@@ -339,20 +359,6 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 module.weight.data = module.weight.data.contiguous(memory_format=fmt)
-
-    def save_pretrained(self, *args, **kwargs) -> None:
-        """diffusers' ``save_pretrained``, with channels-last convolution weights packed contiguous
-        for safetensors while it writes (and restored after, so compiled graphs stay valid)."""
-        strided = any(
-            isinstance(m, nn.Conv2d) and not m.weight.is_contiguous() for m in self.modules()
-        )
-        if strided:
-            self._conv_weight_format(torch.contiguous_format)
-        try:
-            super().save_pretrained(*args, **kwargs)
-        finally:
-            if strided:
-                self._conv_weight_format(torch.channels_last)
 
     def compile_blocks(self, scope: Literal["layer", "block"] = "layer", **compile_kwargs) -> None:
         """Regional compilation: ``torch.compile`` the UNet's repeated modules in place.
@@ -384,8 +390,31 @@ class KeyframeUNet(ModelMixin, ConfigMixin):
             if isinstance(module, kinds):
                 module.compile(**compile_kwargs)
 
+    def set_checkpoint_levels(self, levels: Iterable[int] | None) -> "KeyframeUNet":
+        """Selective gradient checkpointing: with ``enable_gradient_checkpointing()``, recompute
+        only the stages at these resolution levels (0 = the full latent). ``None``: every stage.
+
+        A level's activation memory scales with its channels x area (halving per level of this
+        UNet), its FLOPs with channels^2 x area (about equal per level), so checkpointing level 0
+        alone frees about half the activations for about a third of the full recompute.
+        """
+        if levels is None:
+            self.checkpoint_levels = None
+            return self
+        levels = frozenset(int(v) for v in levels)
+        n_levels = 1 + max(s.level for s in self.input_blocks)
+        bad = sorted(v for v in levels if not 0 <= v < n_levels)
+        if bad:
+            raise ValueError(f"checkpoint levels {bad} out of range: this UNet has levels 0..{n_levels - 1}")
+        self.checkpoint_levels = levels
+        return self
+
     def _run(self, stage: Stage, h: torch.Tensor, *cond) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        if (
+            self.gradient_checkpointing
+            and torch.is_grad_enabled()
+            and (self.checkpoint_levels is None or stage.level in self.checkpoint_levels)
+        ):
             # diffusers' default: torch.utils.checkpoint with use_reentrant=False, which
             # replays dropout with the saved RNG state, so outputs and grads are unchanged.
             return self._gradient_checkpointing_func(stage, h, *cond)

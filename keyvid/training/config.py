@@ -24,6 +24,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     num_workers: int = 4
     gradient_checkpointing: bool = False
+    # with gradient_checkpointing: recompute only the UNet stages at these resolution levels
+    # (0 = full latent: half the activations, a third of the FLOPs); null = every stage
+    checkpoint_levels: list[int] | None = None
     # generator/interpolator UNet: regional torch.compile (KeyframeUNet.compile_blocks) and
     # channels-last activations; 1.5x clips/s on an H100 (BENCHMARKS.md), minutes of compiling first
     compile_blocks: bool = False

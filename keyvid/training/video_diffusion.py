@@ -47,24 +47,34 @@ class KeyVIDDenoiser(nn.Module):
 
 def set_trainable(denoiser: KeyVIDDenoiser, mode: str) -> int:
     """``full``: everything. ``upstream``: what upstream KeyVID trains on top of DynamiCrafter —
-    temporal convolutions and temporal transformers (init_attn included), the image projector, the
-    fps and frame-index embeddings and the new audio parts (audio_proj_2, to_k_ap/to_v_ap, gates).
+    the image projector plus the UNet parts of ``set_unet_trainable``.
     Returns the number of trainable parameters."""
     if mode not in TRAINABLE:
         raise ValueError(f"unknown trainable={mode!r}; expected one of {TRAINABLE}")
     denoiser.requires_grad_(mode == "full")
     if mode == "upstream":
         denoiser.image_proj.requires_grad_(True)
-        unet = denoiser.unet
-        for module in unet.modules():
-            if isinstance(module, (TemporalTransformer, TemporalConvBlock)):
-                module.requires_grad_(True)
-        for name, p in unet.named_parameters():
-            if name.startswith(("fps_embedding", "frame_idx", "audio_proj_2", "init_attn")) or any(
-                k in name for k in ("to_k_ap", "to_v_ap", ".beta", "image_scale", "audio_scale")
-            ):
-                p.requires_grad_(True)
+        set_unet_trainable(denoiser.unet, mode)
     return sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
+
+
+def set_unet_trainable(unet: nn.Module, mode: str) -> None:
+    """The UNet's share of ``set_trainable``. ``upstream``: temporal convolutions and temporal
+    transformers (init_attn included), the fps and frame-index embeddings and the new audio parts
+    (audio_proj_2, to_k_ap/to_v_ap, gates); everything else frozen."""
+    if mode not in TRAINABLE:
+        raise ValueError(f"unknown trainable={mode!r}; expected one of {TRAINABLE}")
+    unet.requires_grad_(mode == "full")
+    if mode == "full":
+        return
+    for module in unet.modules():
+        if isinstance(module, (TemporalTransformer, TemporalConvBlock)):
+            module.requires_grad_(True)
+    for name, p in unet.named_parameters():
+        if name.startswith(("fps_embedding", "frame_idx", "audio_proj_2", "init_attn")) or any(
+            k in name for k in ("to_k_ap", "to_v_ap", ".beta", "image_scale", "audio_scale")
+        ):
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -183,11 +193,12 @@ class BatchConditioner:
 
 
 def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_blocks: bool = False,
-                   channels_last: bool = False) -> KeyVIDDenoiser:
+                   channels_last: bool = False, checkpoint_levels=None) -> KeyVIDDenoiser:
     """UNet + image projector from the model config; ``pretrained`` is a converted checkpoint folder
     (``python -m keyvid.models.convert``) holding ``unet/`` and ``image_proj/``. ``channels_last``
     and ``compile_blocks``: see ``KeyframeUNet.set_channels_last`` / ``compile_blocks`` (weights stay
-    contiguous so checkpoints and exports save as usual; parameter names do not change)."""
+    contiguous so checkpoints and exports save as usual; parameter names do not change).
+    ``checkpoint_levels`` (with ``gradient_checkpointing``): ``KeyframeUNet.set_checkpoint_levels``."""
     from pathlib import Path
 
     from hydra.utils import instantiate
@@ -201,6 +212,12 @@ def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_b
             module.load_state_dict(type(module).from_pretrained(root / name).state_dict())
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+        try:
+            unet.set_checkpoint_levels(checkpoint_levels)
+        except ValueError as e:
+            raise ValueError(f"train.checkpoint_levels: {e}") from None
+    elif checkpoint_levels is not None:
+        raise ValueError("train.checkpoint_levels needs train.gradient_checkpointing=true")
     if channels_last:
         unet.set_channels_last()
     if compile_blocks:

@@ -113,32 +113,51 @@ def test_rejects_wrong_context_length():
         model(**inputs)
 
 
-def test_gradient_checkpointing_matches():
+@pytest.mark.parametrize("levels", [None, [0], [1]])
+def test_gradient_checkpointing_matches(levels):
+    """Whole and selective (per resolution level) checkpointing: same outputs and gradients, and
+    only the stages at the chosen levels go through the checkpoint function."""
     inputs = _inputs()
 
     def run(checkpointing: bool):
         model = _tiny().train()  # dropout on: checkpointing must replay the same masks
+        checkpointed = []
         if checkpointing:
             model.enable_gradient_checkpointing()
+            model.set_checkpoint_levels(levels)
+            inner = model._gradient_checkpointing_func
+            model._gradient_checkpointing_func = lambda stage, *a: checkpointed.append(stage.level) or inner(stage, *a)
         torch.manual_seed(123)
         y = model(**inputs)
         y.square().mean().backward()
-        return y.detach(), {n: p.grad for n, p in model.named_parameters()}
+        return y.detach(), {n: p.grad for n, p in model.named_parameters()}, checkpointed
 
-    y_ref, g_ref = run(False)
-    y_ckpt, g_ckpt = run(True)
+    y_ref, g_ref, _ = run(False)
+    y_ckpt, g_ckpt, checkpointed = run(True)
     torch.testing.assert_close(y_ckpt, y_ref, atol=1e-6, rtol=0)
     assert g_ref.keys() == g_ckpt.keys()
     for name in g_ref:
         torch.testing.assert_close(g_ckpt[name], g_ref[name], atol=1e-6, rtol=1e-5, msg=name)
+    n_stages = len(_tiny().input_blocks) + 1 + len(_tiny().output_blocks)  # conv_in runs bare; init_attn, middle
+    if levels is None:
+        assert len(checkpointed) == n_stages
+    else:
+        assert checkpointed and set(checkpointed) == set(levels) and len(checkpointed) < n_stages
+
+
+def test_checkpoint_levels_out_of_range():
+    with pytest.raises(ValueError, match=r"levels \[7\] out of range"):
+        _tiny().set_checkpoint_levels([0, 7])
 
 
 def test_save_with_channels_last_weights(tmp_path):
-    """Inference's channels-last conv weights (KeyVIDPipeline.compile_unets) still save: packed for
-    safetensors while writing, channels-last again afterwards; the loaded weights are equal."""
+    """Channels-last conv weights (KeyVIDPipeline.compile_unets, train.channels_last) still save:
+    state_dict() packs them for safetensors, the weights stay channels-last, and the loaded
+    weights are equal."""
     model = _tiny().eval().set_channels_last(weights=True)
     conv = model.input_blocks[0][0]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert all(v.is_contiguous() for v in model.state_dict().values())
     model.save_pretrained(tmp_path)
     assert not conv.weight.is_contiguous()
     loaded = KeyframeUNet.from_pretrained(tmp_path).eval()
@@ -147,6 +166,30 @@ def test_save_with_channels_last_weights(tmp_path):
     inputs = _inputs()
     with torch.no_grad():  # conv algorithms differ by layout: float32 rounding only
         torch.testing.assert_close(loaded(**inputs), model(**inputs), atol=1e-5, rtol=0)
+
+
+def test_channels_last_weights_train_step_matches():
+    """Training with channels-last conv weights (fused AdamW: its state takes the weights'
+    layout): after two steps, the same weights as with contiguous ones (float64). Dropout off:
+    its masks are drawn in memory order, so a layout changes which elements drop."""
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in _inputs().items()}
+
+    def train(channels_last: bool):
+        model = _tiny().double().eval()
+        model.set_channels_last(channels_last, weights=channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        for _ in range(2):
+            torch.manual_seed(5)
+            model(**inputs).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        conv = model.input_blocks[0][0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        return model.state_dict()
+
+    ref, cl = train(False), train(True)
+    for name in ref:
+        torch.testing.assert_close(cl[name], ref[name], atol=1e-9, rtol=1e-7, msg=name)
 
 
 def test_save_load_round_trip(tmp_path):

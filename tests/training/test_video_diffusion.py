@@ -1,3 +1,4 @@
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -62,6 +63,25 @@ def test_setup_denoiser_compile_and_channels_last_keep_checkpoint_layout():
     assert all(m._compiled_call_impl is not None for m in fast.unet.modules() if isinstance(m, ResBlock))
     assert list(fast.state_dict()) == list(plain.state_dict())
     assert all(t.is_contiguous() for t in fast.state_dict().values())
+
+
+def test_setup_denoiser_checkpoint_levels():
+    """train.checkpoint_levels reaches the UNet; without train.gradient_checkpointing, or out of the
+    UNet's range, it fails at start-up naming the key."""
+    from keyvid.training.video_diffusion import setup_denoiser
+
+    cfg = OmegaConf.create({
+        "unet": {"_target_": "keyvid.models.builders.unet", "size": "tiny"},
+        "image_proj": {"_target_": "keyvid.models.builders.image_projector", "size": "tiny"},
+        "pretrained": None, "trainable": "upstream",
+    })
+    denoiser = setup_denoiser(cfg, True, checkpoint_levels=[0])
+    assert denoiser.unet.gradient_checkpointing and denoiser.unet.checkpoint_levels == {0}
+    assert setup_denoiser(cfg, True).unet.checkpoint_levels is None
+    with pytest.raises(ValueError, match="train.checkpoint_levels needs train.gradient_checkpointing"):
+        setup_denoiser(cfg, False, checkpoint_levels=[0])
+    with pytest.raises(ValueError, match=r"train.checkpoint_levels: checkpoint levels \[9\] out of range"):
+        setup_denoiser(cfg, True, checkpoint_levels=[9])
 
 
 def test_random_encoders_are_the_pretrained_architectures():

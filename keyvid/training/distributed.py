@@ -5,6 +5,11 @@ Two shims make the same code run multi-process on CPU (CI) as on GPUs (../shared
 * without CUDA the process group must use gloo, else every process believes it is rank 0 of 1;
 * DeepSpeed JIT-compiles a shared-memory op with g++ at start-up (about 55 s); on CPU we replace
   its builder with a no-op, since gloo does the communication anyway.
+
+A third, on every device: DeepSpeed (0.19) broadcasts each parameter at start-up as
+``p.data.view(torch.uint8)``, which fails on 0-dim parameters (the generator's cross-attention
+gates ``attn2.beta``, 0-dim as in upstream's checkpoints). They are broadcast through a 1-element
+view of the same storage instead.
 """
 
 from __future__ import annotations
@@ -28,6 +33,30 @@ def _skip_deepspeed_shm_build() -> None:
         ds_comm.build_shm_op = lambda: None
 
 
+def _deepspeed_broadcasts_scalars() -> None:
+    try:
+        engine = importlib.import_module("deepspeed.runtime.engine")
+    except ImportError:
+        return
+    cls = engine.DeepSpeedEngine
+    if getattr(cls._broadcast_model, "_keyvid_scalars", False):
+        return
+    original = cls._broadcast_model
+
+    def _broadcast_model(self):
+        scalars = [(p, p.data) for p in self.module.parameters() if p.dim() == 0]
+        for p, data in scalars:
+            p.data = data.reshape(1)  # a view: the broadcast writes into the parameter's storage
+        try:
+            original(self)
+        finally:
+            for p, data in scalars:
+                p.data = data
+
+    _broadcast_model._keyvid_scalars = True
+    cls._broadcast_model = _broadcast_model
+
+
 def build_accelerator(run_dir: str | Path, *, mixed_precision: str = "no", grad_accum: int = 1,
                       log_with: str | None = "tensorboard", timeout_minutes: int = 30) -> Accelerator:
     """The Accelerator for a run; distribution (DDP / DeepSpeed ZeRO) comes from `accelerate launch`."""
@@ -39,8 +68,10 @@ def build_accelerator(run_dir: str | Path, *, mixed_precision: str = "no", grad_
         _skip_deepspeed_shm_build()
         if mixed_precision in ("bf16", "fp16"):
             mixed_precision = "no"  # CPU runs (CI, debug=tiny) stay in float32
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        _deepspeed_broadcasts_scalars()
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=grad_accum,

@@ -1,3 +1,6 @@
+import math
+import re
+
 import pytest
 
 from keyvid.data.io import read_av
@@ -31,3 +34,16 @@ def test_interpolator_trains_with_ema(tiny_shards, tmp_path):
     assert "data_wait_share" in p.stdout
     preview = read_av(tmp_path / "samples" / "step-0000002.mp4", require_audio=True)
     assert preview.frames.shape[0] == 4  # debug=tiny: 4-frame windows
+
+
+def test_generator_trains_under_deepspeed_zero2(tiny_shards, tmp_path):
+    """The generator under DeepSpeed ZeRO-2, 2 processes over gloo. Its 0-dim cross-attention gates
+    (attn2.beta) broke DeepSpeed's start-up broadcast (``p.data.view(torch.uint8)``) until
+    keyvid.training.distributed shimmed it; full fine-tuning, so the logged grad norm is real."""
+    p = run_script("train_generator.py", "debug=tiny", f"data.train_shards='{tiny_shards}'", f"run_dir={tmp_path}",
+                   "train.max_steps=2", "model.trainable=full", launcher="cpu_zero2.yaml")
+    assert sorted(losses(p.stdout)) == [1, 2]
+    norms = [float(v) for v in re.findall(r"grad_norm=([-+.\w]+)", p.stdout)]
+    assert norms and all(math.isfinite(v) and v > 0 for v in norms), norms
+    unet = KeyframeUNet.from_pretrained(tmp_path / "export" / "unet")
+    assert unet.input_blocks[1][1].transformer_blocks[0].attn2.beta.dim() == 0

@@ -36,6 +36,7 @@ def _skip_deepspeed_shm_build() -> None:
 def _deepspeed_broadcasts_scalars() -> None:
     try:
         engine = importlib.import_module("deepspeed.runtime.engine")
+        zero3 = importlib.import_module("deepspeed.runtime.zero.partition_parameters")
     except ImportError:
         return
     cls = engine.DeepSpeedEngine
@@ -55,6 +56,19 @@ def _deepspeed_broadcasts_scalars() -> None:
 
     _broadcast_model._keyvid_scalars = True
     cls._broadcast_model = _broadcast_model
+
+    # ZeRO-3 broadcasts each parameter the same way while converting it; a 0-dim one goes through
+    # as 1 element (ZeRO-3 then keeps it as shape (1,), which broadcasts the same in the forward;
+    # keyvid.training.export restores the model's shapes).
+    init_param = zero3.Init._zero_init_param
+
+    def _zero_init_param(self, param):
+        if param.dim() == 0:
+            param.data = param.data.reshape(1)
+            param.keyvid_0dim = True  # read by keyvid.training.export
+        init_param(self, param)
+
+    zero3.Init._zero_init_param = _zero_init_param
 
 
 def build_accelerator(run_dir: str | Path, *, mixed_precision: str = "no", grad_accum: int = 1,

@@ -12,10 +12,20 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 
+def _restore_scalars(model, state: dict) -> dict:
+    """0-dim parameters that ZeRO-3 holds as shape (1,) (keyvid.training.distributed) go back to 0-dim,
+    so the export loads into a fresh model."""
+    for name, p in model.named_parameters():
+        if getattr(p, "keyvid_0dim", False) and name in state:
+            state[name] = state[name].reshape(())
+    return state
+
+
 def export_model(accelerator: Accelerator, model, out_dir: Path, model_cfg: DictConfig) -> Path:
     """Gather the full state dict (ZeRO-3 included: every rank takes part) and write it on rank 0."""
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
+        state = _restore_scalars(accelerator.unwrap_model(model), state)
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / "model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
@@ -51,6 +61,7 @@ def export_denoiser(accelerator: Accelerator, denoiser, out_dir: Path, ema=None)
         if ema is not None:
             trainable = [n for n, p in model.named_parameters() if p.requires_grad]
             state.update({n: p.detach().to(state[n].dtype) for n, p in zip(trainable, ema.shadow_params)})
+        state = _restore_scalars(model, state)
         for name in ("unet", "image_proj"):
             folder = out_dir / name
             folder.mkdir(parents=True, exist_ok=True)

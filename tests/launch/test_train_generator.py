@@ -36,12 +36,14 @@ def test_interpolator_trains_with_ema(tiny_shards, tmp_path):
     assert preview.frames.shape[0] == 4  # debug=tiny: 4-frame windows
 
 
-def test_generator_trains_under_deepspeed_zero2(tiny_shards, tmp_path):
-    """The generator under DeepSpeed ZeRO-2, 2 processes over gloo. Its 0-dim cross-attention gates
-    (attn2.beta) broke DeepSpeed's start-up broadcast (``p.data.view(torch.uint8)``) until
-    keyvid.training.distributed shimmed it; full fine-tuning, so the logged grad norm is real."""
+@pytest.mark.parametrize("launcher", ["cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_generator_trains_under_deepspeed(tiny_shards, tmp_path, launcher):
+    """The generator under DeepSpeed ZeRO-2 and ZeRO-3, 2 processes over gloo. Its 0-dim
+    cross-attention gates (attn2.beta) broke DeepSpeed's parameter broadcasts
+    (``p.data.view(torch.uint8)``) until keyvid.training.distributed shimmed them; ZeRO-3 then holds
+    them as (1,) and the export restores 0-dim. Full fine-tuning, so the logged grad norm is real."""
     p = run_script("train_generator.py", "debug=tiny", f"data.train_shards='{tiny_shards}'", f"run_dir={tmp_path}",
-                   "train.max_steps=2", "model.trainable=full", launcher="cpu_zero2.yaml")
+                   "train.max_steps=2", "model.trainable=full", launcher=launcher)
     assert sorted(losses(p.stdout)) == [1, 2]
     norms = [float(v) for v in re.findall(r"grad_norm=([-+.\w]+)", p.stdout)]
     assert norms and all(math.isfinite(v) and v > 0 for v in norms), norms

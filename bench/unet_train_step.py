@@ -4,8 +4,8 @@
 
 Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing), ``ckptL<levels>``
 (checkpoint only the stages at these resolution levels, e.g. ``ckptL0``: ``set_checkpoint_levels``),
-``sub`` (upstream's trainable
-subset instead of full fine-tuning: ``set_unet_trainable(unet, "upstream")``), ``compile``
+``sub`` (upstream's trainable subset instead of full fine-tuning: ``set_unet_trainable(unet,
+"upstream")``), ``compile``
 (torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks()``, whole
 ResBlocks and transformers), ``rcb`` (``compile_blocks(scope="block")``: ResBlocks and inner
 transformer blocks), ``cl`` (``set_channels_last()``: channels-last activations), ``clw``
@@ -99,6 +99,8 @@ def run(spec, peak, steps, size="512"):
     if "ckpt" in flags or levels:
         model.enable_gradient_checkpointing()
         model.set_checkpoint_levels([int(c) for c in levels[0][5:]] if levels else None)
+    # drop the previous config's graphs: each config's new shapes would otherwise count towards
+    # dynamo's recompile limit and could push later configs into eager fallbacks
     torch._dynamo.reset()
     if "cl" in flags or "clw" in flags:
         model.set_channels_last(weights="clw" in flags)

@@ -32,9 +32,8 @@ register()
 
 def run(cfg: DictConfig, interpolator: bool) -> None:
     accelerator, run_dir = setup_run(cfg)
-    train = cfg.train
-    denoiser = setup_denoiser(cfg.model, train.gradient_checkpointing, compile_blocks=train.compile_blocks,
-                              channels_last=train.channels_last, checkpoint_levels=train.checkpoint_levels)
+    denoiser = setup_denoiser(cfg.model, cfg.train.gradient_checkpointing, compile_blocks=cfg.train.compile_blocks,
+                              channels_last=cfg.train.channels_last, checkpoint_levels=cfg.train.checkpoint_levels)
     optimizer = setup_optimizer(cfg.optim, denoiser.parameters())
     scheduler = setup_lr_scheduler(cfg.optim, optimizer, cfg.train.max_steps, accelerator.num_processes)
     dtype = weight_dtype(accelerator)

@@ -47,14 +47,10 @@ class KeyVIDDenoiser(nn.Module):
 
 def set_trainable(denoiser: KeyVIDDenoiser, mode: str) -> int:
     """``full``: everything. ``upstream``: what upstream KeyVID trains on top of DynamiCrafter —
-    the image projector plus the UNet parts of ``set_unet_trainable``.
-    Returns the number of trainable parameters."""
-    if mode not in TRAINABLE:
-        raise ValueError(f"unknown trainable={mode!r}; expected one of {TRAINABLE}")
-    denoiser.requires_grad_(mode == "full")
-    if mode == "upstream":
-        denoiser.image_proj.requires_grad_(True)
-        set_unet_trainable(denoiser.unet, mode)
+    the image projector plus the UNet parts of ``set_unet_trainable``. The image projector trains
+    in both modes. Returns the number of trainable parameters."""
+    set_unet_trainable(denoiser.unet, mode)
+    denoiser.image_proj.requires_grad_(True)
     return sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
 
 

@@ -74,11 +74,17 @@ def _split_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def class_caption(rel: str) -> str:
+    """An AVSyncD-layout clip's caption: its class folder, underscores as spaces ("hammering/x.mp4" ->
+    "hammering"). Training reads it from the shards; generation from a dataset split uses it too."""
+    return rel.split("/")[0].replace("_", " ")
+
+
 def _list_avsyncd(root: Path, split: str) -> list[VideoRecord]:
     records = []
     for rel in _split_lines(root / f"{split}.txt"):
         label = rel.split("/")[0]
-        records.append(VideoRecord(root / "videos" / rel, label.replace("_", " "), str(Path(rel).with_suffix("")), label))
+        records.append(VideoRecord(root / "videos" / rel, class_caption(rel), str(Path(rel).with_suffix("")), label))
     return records
 
 

@@ -180,6 +180,7 @@ def denoise(
     desc: str = "DDIM",
     sequential: bool = False,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    final_step: str = "x0",
 ) -> torch.Tensor:
     """DDIM from a given x_T, one generator per sample (the loop of ``ddim_sample``, which draws its
     own x_T and so cannot start from FreeNoise's rescheduled noise). ``sequential``: the guidance
@@ -187,7 +188,9 @@ def denoise(
 
     ``known`` = (mask, x0), mask broadcastable to x: after every step the masked entries are replaced
     by x0 noised to the next timestep (RePaint-style, Lugmayr et al. 2022), and by x0 itself after the
-    last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``)."""
+    last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``). x0 is noised as in
+    training: scaled by the dynamic-rescale factor of that timestep first (without it the known frames
+    carry up to 1/0.7 = 1.43x the signal the model saw at t >= 400). ``final_step``: ``ddim_step``."""
     timesteps = ddim_timesteps(schedule, steps)
     if known is not None:
         mask, x0 = known[0], known[1].to(x.dtype)
@@ -196,14 +199,15 @@ def denoise(
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale, sequential=sequential)
         noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
-        x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+        x = ddim_step(schedule, v, t, t_prev, x, eta, noise, final_step)
         if known is not None:
             if t_prev is None:
                 x = torch.where(mask, x0, x)
             else:
                 eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
                 t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
-                x = torch.where(mask, schedule.q_sample(x0, t_next, eps), x)
+                scaled = x0 * schedule.x0_scale(t_next).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+                x = torch.where(mask, schedule.q_sample(scaled, t_next, eps), x)
     return x
 
 
@@ -465,6 +469,7 @@ class KeyVIDPipeline:
         progress: bool = False,
         sequential: bool = False,
         anchor_keyframes: AnchorMode = "none",
+        final_step: str = "x0",
     ) -> KeyVIDOutput:
         """Generate one video per (image, audio) pair.
 
@@ -483,6 +488,8 @@ class KeyVIDPipeline:
                 interpolator reproduces its conditioning frames) or "replace" (the generated keyframe
                 latents are written back at their indices after every interpolation step, noised to
                 that step, so the video holds the keyframes exactly whatever the interpolator does).
+            final_step: "x0" (the clean prediction at the last DDIM step) or "upstream"
+                (``keyvid.diffusion.sampling``'s module docstring says why "x0" is the default).
         """
         if anchor_keyframes not in ANCHOR_MODES:
             raise ValueError(f"anchor_keyframes must be one of {ANCHOR_MODES}, got {anchor_keyframes!r}")
@@ -514,12 +521,13 @@ class KeyVIDPipeline:
         key_latents = self._generate_keyframes(
             first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
             steps=steps, scales=scales_key, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
-            sequential=sequential,
+            sequential=sequential, final_step=final_step,
         )
         latents = self._interpolate(
             key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
             steps=steps, scales=scales_interp, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
             noise=noise, window=window, stride=stride, sequential=sequential, anchor=anchor_keyframes,
+            final_step=final_step,
         )
         frames = self.vae.decode(latents)
         return KeyVIDOutput(frames=to_uint8(frames), keyframes=key_idx, motion=motion.astype(np.float32))

@@ -25,6 +25,7 @@ from keyvid.eval.fvd import I3DFeatures, i3d, load_i3d
 from keyvid.eval.protocol import (ProtocolClip, ProtocolSpec, generated_clip, impact_times_for, match_folder,
                                   read_split, reference_clips, spec_for)
 from keyvid.eval.report import audio_onset_strength, motion_plot, print_table, write_tables
+from keyvid.eval.fidelity import clip_fidelity, pooled_fidelity, reference_stats
 from keyvid.eval.sync import sync_scores, video_peaks
 
 
@@ -125,6 +126,8 @@ def setup_reference(cfg: DictConfig, spec: ProtocolSpec, nets: Nets) -> tuple[li
         for clip in clips:
             feats = clip_features(clip, nets, dev)
             feats["impacts"] = impact_times_for(path, clip.start, spec.clip_duration)
+            if "fidelity" in cfg.metrics:
+                feats["fidelity"] = reference_stats(clip.frames)
             ref[clip.name] = feats
     if problems and not cfg.allow_partial:
         raise EvaluationError("\n  ".join([str(root)] + problems))
@@ -147,6 +150,8 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
             continue
         gen[name] = clip_features(clip, nets, dev)
         row = {"clip": name}
+        if "fidelity" in cfg.metrics:
+            row.update(clip_fidelity(clip.frames, ref[name]["fidelity"]))
         if "sync" in cfg.metrics and ref[name]["impacts"] is not None:
             curve, p = video_peaks(clip.native_frames, prominence=cfg.sync.prominence)
             peaks.append(p), impacts.append(ref[name]["impacts"]), rates.append(clip.native_fps)
@@ -176,6 +181,9 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
             row["AlignSync"] = 100 * av.mean_std(align)[0]
             for r, v in zip(per_clip, align.tolist()):
                 r["AlignSync"] = 100 * v
+    if names and "fidelity" in cfg.metrics:
+        fid_rows = [r for r in per_clip if "PSNR-0" in r]
+        row.update({k: v for k, v in pooled_fidelity(fid_rows).items() if not k.endswith("ci95")})
     if peaks:
         clip_scores, pooled = sync_scores(peaks, impacts, rates, cfg.sync.tolerance)
         row.update({"Sync-P": pooled.precision, "Sync-R": pooled.recall, "Sync-F1": pooled.f1,
@@ -218,8 +226,9 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         notes += [f"{label}: scored {row['clips']} of {len(videos) * spec.num_clips} expected clips "
                   f"({row['videos']} of {listed} listed videos{unusable})"] + [f"{label}: {p}" for p in problems]
         with (out_dir / f"per_clip_{label.replace('/', '_')}.csv").open("w", newline="") as f:
-            keys = ["clip", "RelSync", "AlignSync", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset"]
-            writer = csv.DictWriter(f, fieldnames=keys)
+            keys = ["clip", "RelSync", "AlignSync", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset",
+                    "PSNR-0", "flicker", "flicker_ref"]
+            writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(per_clip)
     title = f"{cfg.dataset}, {spec.mode}, {spec.num_clips} clips per video, {spec.size[0]}x{spec.size[1]}"

@@ -12,6 +12,10 @@ listed video's first frame as the image and its audio as the audio, and names th
 Per pair, in the run folder: ``<name>.mp4``, ``<name>.keyframes.json`` (indices, motion score,
 settings) and ``<name>.keyframes.png`` (the generated frames at the keyframes over the score).
 The run folder also gets ``config.yaml`` and ``git_revision.txt``.
+
+``round_trip=true`` (with ``dataset=``) samples nothing: each clip's 48 frames go through the
+pipeline's VAE (encode, decode) and are written in the same layout, the ceiling every generated
+folder is scored against (``launch/evaluate.py``'s fidelity and sync rows).
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 
 
 def dataset_pairs(root: Path, split: str, text: str | None) -> list[Pair]:
-    """The clips of a dataset split as pairs: image = the video's first frame, audio = its audio."""
+    """The clips of a dataset split as pairs: image = the video's first frame, audio = its audio, text =
+    ``text`` or else the training caption data prep gives the clip (its class name)."""
+    from data_prep.ingest import class_caption
     from keyvid.eval.protocol import read_split
 
     pairs = []
@@ -66,7 +72,8 @@ def dataset_pairs(root: Path, split: str, text: str | None) -> list[Pair]:
         video = root / "videos" / rel
         if not video.is_file():
             raise FileNotFoundError(f"{root / split} lists {rel}, but {video} does not exist")
-        pairs.append(Pair(str(Path(rel).with_suffix("")) + "_clip-0", video, video, text))
+        caption = text if text is not None else class_caption(rel)
+        pairs.append(Pair(str(Path(rel).with_suffix("")) + "_clip-0", video, video, caption))
     return pairs
 
 
@@ -153,12 +160,41 @@ def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarra
     return video
 
 
+@torch.no_grad()
+def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int) -> list[Path]:
+    """Each dataset clip's first 48 frames through the pipeline's VAE, resized to its frame size."""
+    from keyvid.data.io import read_av
+    from keyvid.pipeline import to_uint8
+
+    videos = []
+    for pair in pairs:
+        clip = read_av(pair.image, require_audio=True)
+        if abs(clip.fps - FPS) > 0.01 or len(clip.frames) < NUM_FRAMES:
+            raise ValueError(f"round_trip: {pair.image} has {len(clip.frames)} frames at {clip.fps:g} fps; "
+                             f"expected at least {NUM_FRAMES} at {FPS}")
+        x = torch.from_numpy(clip.frames[:NUM_FRAMES]).permute(3, 0, 1, 2).float()[None] / 127.5 - 1  # "1 c t h w"
+        x = torch.nn.functional.interpolate(x[0].transpose(0, 1), size=(pipe.height, pipe.width), mode="bilinear",
+                                            antialias=True, align_corners=False).transpose(0, 1)[None]
+        g = torch.Generator(pipe.device).manual_seed(seed)
+        frames = to_uint8(pipe.vae.decode(pipe.vae.encode(x.to(pipe.device), generator=g)))[0]
+        clip_audio = np.asarray(clip.audio[:2, : round(NUM_FRAMES / FPS * clip.sample_rate)], np.float32)
+        (out / pair.name).parent.mkdir(parents=True, exist_ok=True)
+        videos.append(write_av(out / f"{pair.name}.mp4", frames, FPS, audio=clip_audio, sample_rate=clip.sample_rate))
+    print(f"wrote {len(videos)} VAE round trips to {out}")
+    return videos
+
+
 def run(cfg: DictConfig, out: Path) -> list[Path]:
     pairs = setup_inputs(cfg)
     pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device), bool(cfg.compile))
     record_run(out, OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.round_trip:
+        if cfg.get("dataset") is None:
+            raise ValueError("round_trip=true needs dataset=<root>: it re-encodes real clips")
+        return vae_round_trip(pipe, pairs, out, int(cfg.seed))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    keys = ("seed", "steps", "guidance_rescale", "eta", "scales", "scales_interp", "freenoise", "anchor_keyframes")
+    keys = ("seed", "steps", "guidance_rescale", "eta", "final_step", "scales", "scales_interp", "freenoise",
+            "anchor_keyframes")
     settings = {k: resolved[k] for k in keys}
     settings["keyframe_mode"] = resolved["keyframes"]
     videos = []
@@ -172,7 +208,7 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
             scales_key=GuidanceScales(**cfg.scales), scales_interp=GuidanceScales(**cfg.scales_interp),
             steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, seed=cfg.seed,
             noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride, progress=True,
-            anchor_keyframes=cfg.anchor_keyframes,
+            anchor_keyframes=cfg.anchor_keyframes, final_step=cfg.final_step,
         )
         for i, pair in enumerate(batch):
             videos.append(save_outputs(out, pair, result.frames[i], result.keyframes[i], result.motion[i],

@@ -44,7 +44,8 @@ def run(cfg: DictConfig, interpolator: bool) -> None:
     if resumed := resume_if_possible(accelerator, run_dir / "checkpoints", cfg.train.resume):
         accelerator.print(f"resumed from {resumed} at step {state.step}")
     conditioner = BatchConditioner(encoders, accelerator.device, dtype, interpolator=interpolator,
-                                   audio_layout=cfg.model.audio_layout, uncond_prob=cfg.model.uncond_prob)
+                                   audio_layout=cfg.model.audio_layout, uncond_prob=cfg.model.uncond_prob,
+                                   cond_dropout=cfg.model.cond_dropout)
     schedule = DiffusionSchedule()
 
     def make_batches(step):

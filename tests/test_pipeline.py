@@ -165,6 +165,35 @@ def test_denoise_matches_ddim_sample(pipe):
     torch.testing.assert_close(ours, ref, rtol=0, atol=0)
 
 
+def test_anchored_keyframes_are_noised_as_in_training():
+    """Suspect 6 of the "pipeline must learn" issue: ``anchor_keyframes="replace"`` writes the known latents
+    back noised to the next timestep; like training's inputs they carry x0 scaled by the dynamic rescale
+    (0.7 at t >= 400), not the raw x0 (1.43x the signal the model saw)."""
+    from keyvid.diffusion import DiffusionSchedule
+
+    schedule = DiffusionSchedule()
+    b, c, t = 1, 4, 4
+    seen = []
+
+    def zero_v(x, timesteps, **_):
+        seen.append((x[:, :c].clone(), int(timesteps[0])))
+        return torch.zeros_like(x[:, :c])
+
+    cond = {"concat": torch.zeros(b, c, t, 8, 8), "context": torch.zeros(b, 5, 8), "audio": torch.zeros(b, t, 2, 8),
+            "fs": torch.tensor([6]), "frame_idx": torch.arange(t)[None]}
+    nulls = {"text": torch.zeros(1, 2, 8), "image": torch.zeros(1, 3, 8), "audio": torch.zeros(1, t, 2, 8)}
+    mask = torch.zeros(b, 1, t, 1, 1, dtype=torch.bool)
+    mask[:, :, [0, 2]] = True
+    x0 = torch.full((b, c, t, 8, 8), 100.0)
+    out = denoise(zero_v, torch.randn(b, c, t, 8, 8), cond, nulls, schedule, steps=3, scales=GuidanceScales(),
+                  guidance_rescale=0.0, eta=0.0, generators=[torch.Generator().manual_seed(0)], known=(mask, x0))
+    x_second, t_second = seen[1]  # the second step (its four guidance branches stacked on batch)
+    a = schedule.alphas_cumprod[t_second].item()
+    level = x_second[:, :, [0, 2]].mean().item() / (a**0.5 * 100.0)
+    assert level == pytest.approx(schedule.scale_arr[t_second].item(), rel=0.02)
+    torch.testing.assert_close(out[:, :, [0, 2]], x0[:, :, [0, 2]])  # the last step holds x0 itself
+
+
 def test_pixel_vae_pipeline_save_load(tmp_path):
     """A pipeline on the weight-free PixelVAE (the synthetic reproduction's) saves and loads."""
     from keyvid.models.encoders import PixelVAE

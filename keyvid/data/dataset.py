@@ -133,6 +133,9 @@ class SampleDecoder:
             "audio": torch.from_numpy(wave)[None],  # "1 n", n = 32000 for 2 s at 16 kHz
             "motion": torch.from_numpy(normalize_curve(motion[start : start + W]).astype(np.float32)),
             "caption": meta.get("caption", ""),
+            # the last draw of this visit's generator, for per-visit choices made after decoding
+            # (the interpolator's window, keyvid.training.video_diffusion.interpolation_window)
+            "visit_seed": int(rng.integers(2**62)),
             **extra,
         }
 

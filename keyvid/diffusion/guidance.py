@@ -1,7 +1,7 @@
 """Multimodal classifier-free guidance: condition dropout in training, Eq. 4 at sampling.
 
-Training drops text, image and audio with one uniform draw per sample, in overlapping bands
-(``drop_conditions``). Sampling evaluates four branches in one batched forward and combines them as
+Training drops text, image and audio with one uniform draw per sample, in bands chosen so that every
+branch the sampler uses is trained (``drop_conditions``; upstream's bands are ``scheme="upstream"``). Sampling evaluates four branches in one batched forward and combines them as
 the paper's Appendix G, Eq. 4 (``guided_v``):
 
     v = v(∅,∅,∅) + s_img (v(img,∅,∅) - v(∅,∅,∅)) + s_txt (v(img,txt,∅) - v(img,∅,∅))
@@ -26,12 +26,19 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from keyvid.diffusion.schedule import Conditioning, Denoiser, apply_model
 
 # Bands of the single uniform draw u, in units of uncond_prob p: a condition is dropped when
-# lo * p <= u < hi * p. DynamiCrafter (lvdm/models/ddpm3d.py get_batch_input) drops text on [0, 2p)
-# and the image on [p, 3p): text only, both, image only at 5 % each with p = 0.05. KeyVID
-# (LatentVisualAudioDiffusion.get_batch_input) keeps those and adds audio on [2p, 4p), so with its
-# uncond_prob 0.05: text only, text+image, image+audio, audio only, 5 % each; no sample ever has all
-# three dropped, although the guided sampler's first branch asks for that.
-DROP_BANDS: dict[str, tuple[float, float]] = {"text": (0.0, 2.0), "image": (1.0, 3.0), "audio": (2.0, 4.0)}
+# lo * p <= u < hi * p for one of its bands.
+# ``upstream``: DynamiCrafter (lvdm/models/ddpm3d.py get_batch_input) drops text on [0, 2p) and the
+# image on [p, 3p); KeyVID (LatentVisualAudioDiffusion.get_batch_input) keeps those and adds audio on
+# [2p, 4p), so with its uncond_prob 0.05: text only, text+image, image+audio, audio only, 5 % each. No
+# sample ever has all three dropped, nor text and audio with the image kept, although Eq. 4 uses
+# both of those branches, (∅,∅,∅) and (img,∅,∅): guidance then amplifies two untrained predictions.
+# ``branches`` (default): exactly the branches sampling evaluates, p each: (∅,∅,∅) on [0, p),
+# (img,∅,∅) on [p, 2p), (img,txt,∅) on [2p, 3p), and (img,∅,aud) on [3p, 4p), the full branch when
+# sampling without text; the rest keep all three (docs/learning.md has the evidence).
+DROP_SCHEMES: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
+    "branches": {"text": ((0.0, 2.0), (3.0, 4.0)), "image": ((0.0, 1.0),), "audio": ((0.0, 3.0),)},
+    "upstream": {"text": ((0.0, 2.0),), "image": ((1.0, 3.0),), "audio": ((2.0, 4.0),)},
+}
 
 
 def drop_masks(
@@ -39,10 +46,18 @@ def drop_masks(
     uncond_prob: float = 0.05,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    scheme: str = "branches",
 ) -> dict[str, torch.Tensor]:
     """Which samples lose which condition: {"text"|"image"|"audio": bool "b"}, from one draw per sample."""
+    if scheme not in DROP_SCHEMES:
+        raise ValueError(f"unknown condition dropout scheme {scheme!r}; expected one of {tuple(DROP_SCHEMES)}")
     u = torch.rand(batch_size, generator=generator, device=device)
-    return {name: (u >= lo * uncond_prob) & (u < hi * uncond_prob) for name, (lo, hi) in DROP_BANDS.items()}
+    masks = {}
+    for name, bands in DROP_SCHEMES[scheme].items():
+        masks[name] = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        for lo, hi in bands:
+            masks[name] |= (u >= lo * uncond_prob) & (u < hi * uncond_prob)
+    return masks
 
 
 def drop_conditions(
@@ -50,6 +65,7 @@ def drop_conditions(
     null_cond: Mapping[str, torch.Tensor],
     generator: torch.Generator | None = None,
     uncond_prob: float = 0.05,
+    scheme: str = "branches",
 ) -> dict[str, torch.Tensor]:
     """Replace, per sample, the "text" / "image" / "audio" entries of ``cond`` by those of ``null_cond``.
 
@@ -61,7 +77,7 @@ def drop_conditions(
     """
     batch_size = next(iter(cond.values())).shape[0]
     device = next(iter(cond.values())).device
-    masks = drop_masks(batch_size, uncond_prob, generator, device)
+    masks = drop_masks(batch_size, uncond_prob, generator, device, scheme)
     out = dict(cond)
     for name, mask in masks.items():
         if name in cond:

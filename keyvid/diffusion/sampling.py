@@ -13,6 +13,13 @@ written here because ``DDIMScheduler.step`` cannot express upstream's sampler:
     the prediction and the update, and ``step`` exposes no hook there.
 Where the two coincide (step count dividing T, no dynamic rescale) the update equals
 ``DDIMScheduler.step`` exactly (tests/diffusion/test_sampling.py).
+
+The last step (``final_step``): upstream goes to alpha_bar = ``alphas_cumprod[0]`` = 0.99915, not 1, and
+its dynamic rescale factor there is scale(t)/scale(t) = 1, so its sample keeps sqrt(1 - 0.99915) = 0.029
+of fresh noise per frame and the x0 shrink of its smallest timestep (0.976 at t = 33 for 30 steps).
+``final_step="x0"`` (the default) returns the model's x0 prediction with the rescale undone instead:
+with an oracle denoiser it gives the clip back exactly, where ``"upstream"`` leaves frame-to-frame
+noise 4x the real motion of the synthetic clips (docs/learning.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from tqdm.auto import tqdm
 
 from keyvid.diffusion.guidance import GuidanceScales, guided_v
 from keyvid.diffusion.schedule import Conditioning, Denoiser, DiffusionSchedule
+
+FINAL_STEPS = ("x0", "upstream")
 
 
 def ddim_timesteps(schedule: DiffusionSchedule, steps: int) -> list[int]:
@@ -43,17 +52,23 @@ def ddim_step(
     x_t: torch.Tensor,
     eta: float,
     noise: torch.Tensor | None = None,
+    final_step: str = "x0",
 ) -> torch.Tensor:
     """One DDIM update (Song et al. 2021, Eq. 12) from a v-prediction; ``t_prev=None`` on the last step.
 
-    On the last step upstream's "previous" alpha_bar is ``alphas_cumprod[0]`` (not 1) and its dynamic
-    rescale factor is scale(t)/scale(t) = 1, so the sample it returns keeps the scale of its smallest
-    timestep (0.9925 at t=10 for 90 steps); we do the same.
+    On the last step ``final_step="x0"`` returns the x0 prediction divided by the dynamic-rescale
+    factor of ``t`` (the clean sample at the data's scale); ``"upstream"`` steps to
+    ``alphas_cumprod[0]`` (not 1) with rescale factor 1, keeping the scale of the smallest timestep
+    (0.9925 at t=10 for 90 steps) and a little noise (module docstring).
     """
+    if final_step not in FINAL_STEPS:
+        raise ValueError(f"final_step must be one of {FINAL_STEPS}, got {final_step!r}")
     ac = schedule.alphas_cumprod
     a_t = ac[t].item()
-    a_prev = ac[t_prev if t_prev is not None else 0].item()
     x0 = math.sqrt(a_t) * x_t - math.sqrt(1.0 - a_t) * v
+    if t_prev is None and final_step == "x0":
+        return x0 / schedule.scale_arr[t].item() if schedule.dynamic_rescale else x0
+    a_prev = ac[t_prev if t_prev is not None else 0].item()
     eps = math.sqrt(a_t) * v + math.sqrt(1.0 - a_t) * x_t
     if schedule.dynamic_rescale:
         scale = schedule.scale_arr
@@ -80,11 +95,12 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     schedule: DiffusionSchedule | None = None,
+    final_step: str = "x0",
 ) -> torch.Tensor:
     """Sample latents "b 4 t h w" of ``shape`` from pure noise with Eq. 4 guidance.
 
     ``null_conds`` as ``guidance_branches``. ``schedule`` defaults to the training schedule
-    (``DiffusionSchedule()``), whose dynamic rescale the update undoes.
+    (``DiffusionSchedule()``), whose dynamic rescale the update undoes. ``final_step``: ``ddim_step``.
     """
     schedule = schedule if schedule is not None else DiffusionSchedule()
     device, dtype = cond["concat"].device, cond["concat"].dtype
@@ -95,5 +111,5 @@ def ddim_sample(
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
         v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale)
         noise = randn_tensor(x.shape, generator=generator, device=device, dtype=dtype) if eta > 0 else None
-        x = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+        x = ddim_step(schedule, v, t, t_prev, x, eta, noise, final_step)
     return x

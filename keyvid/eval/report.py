@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("run", "videos", "clips", "FID", "FVD", "AlignSync", "RelSync",
-           "Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
+           "Sync-P", "Sync-R", "Sync-F1", "Sync-offset", "PSNR-0", "Flicker")
 _DIGITS = {"FID": 2, "FVD": 1, "AlignSync": 2, "RelSync": 2, "Sync-P": 3, "Sync-R": 3, "Sync-F1": 3,
-           "Sync-offset": 2}
+           "Sync-offset": 2, "PSNR-0": 2, "Flicker": 2}
 
 
 def _cell(key: str, value) -> str:
@@ -50,14 +50,17 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, notes: Sequence[str]
 
 def markdown_table(rows: Sequence[dict], notes: Sequence[str] = (), title: str = "") -> str:
     head = ["run", "videos", "clips", "FID↓", "FVD↓", "AlignSync↑", "RelSync↑",
-            "Sync-P↑", "Sync-R↑", "Sync-F1↑", "Sync offset (frames)↓"]
+            "Sync-P↑", "Sync-R↑", "Sync-F1↑", "Sync offset (frames)↓", "frame-0 PSNR (dB)↑", "flicker ratio"]
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(k, row.get(k)) for k in COLUMNS) + " |")
     lines.append("")
     lines.append("AlignSync and RelSync are x 100 (the ground truth scores 50 on RelSync). "
-                 "Sync: motion peaks vs true impacts (weight-free); offset is the mean |peak - impact|.")
+                 "Sync: motion peaks vs true impacts (weight-free); offset is the mean |peak - impact|. "
+                 "Frame-0 PSNR: the generated first frame vs the reference's (the real clips through the same "
+                 "VAE give its ceiling); flicker ratio: mean frame-to-frame difference, generated / real (1 = "
+                 "moves as much as the real clip).")
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -131,10 +131,15 @@ def build_encoders(cfg, device: torch.device | str | None = None) -> Encoders:
 def interpolation_window(sample: dict, num_frames: int = 12, seed: int = 0) -> dict:
     """DataLoader-side, interpolator: upstream's ``avsync15_interp`` sample. From all 48 frames and
     the Algorithm-1 keyframes, take ``num_frames`` frames at stride 1 or 2 from a random start;
-    frames that are keyframes become conditions (the first and last when at most one is)."""
+    frames that are keyframes become conditions (the first and last when at most one is).
+
+    The window is drawn afresh on every visit of a clip (``visit_seed``, which ``SampleDecoder`` draws
+    from its per-visit generator), as upstream's ``random.randint`` per ``__getitem__``: seeded by the
+    key alone, each clip would train on one window for the whole run (frames 0, 1, 46, 47 of the
+    recipe's first 16 clips were never inside one)."""
     keys = sample["frame_idx"]  # (T_K,) keyframes in the 48
     frames = sample["latent_moments"] if "latent_moments" in sample else sample["video"]  # "c 48 h w"
-    rng = np.random.default_rng([seed, zlib.crc32(sample["key"].encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(sample["key"].encode()), int(sample["visit_seed"])])
     stride = int(rng.integers(1, 3))
     start = int(rng.integers(0, frames.shape[1] - stride * (num_frames - 1)))
     idx = torch.arange(num_frames) * stride + start
@@ -151,9 +156,10 @@ class BatchConditioner:
     """Turns a collated batch into (latents, conditions) for ``DiffusionSchedule.training_loss``."""
 
     def __init__(self, encoders: Encoders, device, dtype, *, interpolator: bool, audio_layout: str = "aligned",
-                 uncond_prob: float = 0.05):
+                 uncond_prob: float = 0.05, cond_dropout: str = "branches"):
         self.enc, self.device, self.dtype = encoders, device, dtype
         self.interpolator, self.audio_layout, self.uncond_prob = interpolator, audio_layout, uncond_prob
+        self.cond_dropout = cond_dropout
         with torch.no_grad():  # upstream's null conditions: empty text, zero image, zero mel
             self.null = {
                 "text": encoders.clip_text([""]).to(dtype),
@@ -180,7 +186,7 @@ class BatchConditioner:
             "audio": self.enc.audio(batch["mel"].to(dev, dt)),
         }
         null = {"text": self.null["text"], "image": self.null["image"], "audio": self.null["audio_tokens"]}
-        raw = drop_conditions(raw, null, generator, self.uncond_prob)
+        raw = drop_conditions(raw, null, generator, self.uncond_prob, self.cond_dropout)
         audio = audio_tokens_per_frame(raw["audio"], frame_idx, layout=self.audio_layout)
         fs = torch.as_tensor(batch["fs"], device=dev)
         cond = {"concat": concat, "text": raw["text"], "image": raw["image"], "audio": audio.to(dt),

@@ -6,6 +6,15 @@
 #
 #   One GPU (the REPRODUCTION.md run):   bash launch/recipes/keyframe_vs_uniform.sh runs/kvu
 #   CPU smoke run (CI, about 3 minutes): SCALE=smoke bash launch/recipes/keyframe_vs_uniform.sh /tmp/kvu
+#   Overfit test (a system that cannot memorise a few clips has a bug):
+#                                        MODE=overfit bash launch/recipes/keyframe_vs_uniform.sh runs/overfit
+#     N_TRAIN clips (default 16) are the training set AND the test set, keyframe system only
+#     (SYSTEMS), one seed, checkpoints every SAVE_EVERY=250 steps so it resumes across commands.
+#
+# Every table row stands beside its ceiling and chance level: ground_truth (the real clips),
+# vae_round_trip (the real clips through the pipeline's VAE: the ceiling a generated video can reach),
+# mismatched (each clip's video with the next clip's audio: chance), with frame-0 PSNR and the flicker
+# ratio (keyvid/eval/fidelity.py) beside the sync score.
 #
 # Every stage is skipped when its output exists and training resumes from its last checkpoint
 # (train.resume=auto), so a run cut off by a time limit continues where it stopped when rerun.
@@ -18,6 +27,15 @@ OUT=${1:?usage: keyframe_vs_uniform.sh OUT_DIR}
 PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 SCALE=${SCALE:-gpu}
+MODE=${MODE:-compare}
+if [ "$MODE" = overfit ]; then
+  : "${N_TRAIN:=16}" "${SEEDS:=0}" "${SYSTEMS:=keyframe}" "${SAVE_EVERY:=250}"
+  [ "$SCALE" = smoke ] || { : "${GEN_STEPS:=1000}" "${INT_STEPS:=1000}"; }
+  N_TEST=$N_TRAIN
+elif [ "$MODE" != compare ]; then
+  echo "MODE must be compare or overfit, got $MODE" >&2; exit 2
+fi
+: "${SYSTEMS:=keyframe uniform}"
 if [ "$SCALE" = smoke ]; then
   : "${N_TRAIN:=9}" "${N_TEST:=3}" "${SEEDS:=0 1}" "${SIZE:=tiny}" "${LOC_SIZE:=tiny}" "${HEIGHT:=32}" "${WIDTH:=48}"
   : "${PIXEL:=2}" "${LOC_STEPS:=4}" "${GEN_STEPS:=2}" "${INT_STEPS:=2}" "${BATCH:=2}" "${LOC_BATCH:=4}"
@@ -32,11 +50,13 @@ cd "$HERE"
 mkdir -p "$OUT/logs"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
-# 1. Data: a training set and a held-out test set from different generator seeds.
+# 1. Data: a training set and a held-out test set from different generator seeds (overfit: the same
+# seed and count, so the test clips are the training clips; clips are deterministic per (seed, index)).
+TEST_SEED=$([ "$MODE" = overfit ] && echo 0 || echo 1)
 [ -s "$OUT/data/train/train.txt" ] || $PY -m data_prep.synthetic --out "$OUT/data/train" --num-clips "$N_TRAIN" \
   --seed 0 --size "${HEIGHT}x${WIDTH}" --test-fraction 0 --workers "$CPUS"
 [ -s "$OUT/data/test/test.txt" ] || $PY -m data_prep.synthetic --out "$OUT/data/test" --num-clips "$N_TEST" \
-  --seed 1 --size "${HEIGHT}x${WIDTH}" --test-fraction 1 --workers "$CPUS"
+  --seed "$TEST_SEED" --size "${HEIGHT}x${WIDTH}" --test-fraction 1 --workers "$CPUS"
 log "data: $(wc -l < "$OUT/data/train/train.txt") train clips, $(wc -l < "$OUT/data/test/test.txt") test clips"
 if [ ! -s "$OUT/shards.txt" ]; then
   $PY launch/prepare_data.py data.root="$OUT/data/train" data.name=synthetic data.split=train out_dir="$OUT/shards" \
@@ -80,7 +100,7 @@ parallel() {  # run the argument strings as commands, $PARALLEL at a time; fail 
 jobs_=()
 for seed in $SEEDS; do jobs_+=("localizer $seed"); mkdir -p "$OUT/runs/s$seed"; done
 for seed in $SEEDS; do
-  for sampling in keyframe uniform; do jobs_+=("video $seed $sampling generator" "video $seed $sampling interpolator"); done
+  for sampling in $SYSTEMS; do jobs_+=("video $seed $sampling generator" "video $seed $sampling interpolator"); done
 done
 log "training ${#jobs_[@]} jobs, $PARALLEL at a time (logs: $OUT/runs/s<seed>/...log)"
 parallel "${jobs_[@]}" || { echo "a training job failed"; exit 1; }
@@ -103,9 +123,17 @@ generate() {  # generate <seed> <sampling>
   log "generated $dst"
 }
 jobs_=()
-for seed in $SEEDS; do for sampling in keyframe uniform; do jobs_+=("generate $seed $sampling"); done; done
+for seed in $SEEDS; do for sampling in $SYSTEMS; do jobs_+=("generate $seed $sampling"); done; done
 # 48 frames x 4 guidance branches x GEN_BATCH clips per forward: one generation job can fill the GPU
 PARALLEL=$GEN_PARALLEL parallel "${jobs_[@]}" || { echo "a generation job failed"; exit 1; }
+# The test clips through the pipeline's VAE: the ceiling a generated video can reach.
+first_seed=${SEEDS%% *} first_system=${SYSTEMS%% *}
+if [ ! -f "$GEN/vae_round_trip/DONE" ]; then
+  $PY launch/generate.py pipeline="$OUT/runs/s$first_seed/$first_system/pipeline" dataset="$OUT/data/test" split=test.txt \
+    round_trip=true out_dir="$GEN/vae_round_trip" > "$OUT/logs/round_trip.log" 2>&1 \
+    || { echo "FAILED: VAE round trip (log: $OUT/logs/round_trip.log)"; tail -n 20 "$OUT/logs/round_trip.log"; exit 1; }
+  touch "$GEN/vae_round_trip/DONE"
+fi
 # The test clips themselves, as the ceiling the score can reach; and each test clip's video under the
 # next clip's name (its audio and impacts), the chance level of a video whose motion ignores the audio.
 mapfile -t TEST < "$OUT/data/test/test.txt"
@@ -119,7 +147,7 @@ for i in "${!TEST[@]}"; do
 done
 
 # 4. Score every folder with the weight-free sync score, then the keyframe-vs-uniform summary.
-$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync] \
+$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync,fidelity] \
   mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
   || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
 # The localizers' AP@t on the test clips (the keyframe system's test-time keyframes come from them).

@@ -9,7 +9,10 @@ Reads ``OUT_DIR/eval/scores.csv`` (one row per generated folder ``<sampling>_s<s
   then mean ± sample standard deviation over seeds (and every seed's value);
 * paired per-clip differences (keyframe minus uniform, same seed and test clip): mean with a 95 %
   bootstrap interval over clips, and how many clips each way — the seeds' spread alone is a weak
-  test with three seeds.
+  test with three seeds;
+* per run, beside the ceiling (``vae_round_trip``: the real clips through the same VAE) and chance
+  (``mismatched``): the mean per-clip Sync-F1, frame-0 PSNR and flicker ratio with 95 % bootstrap
+  intervals over clips, and the pooled Sync-F1 as a fraction of the round trip's.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-METRICS = ("Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
-ROWS = ("keyframe", "uniform", "ground_truth", "mismatched")  # the last two: test videos, own / next clip's audio
+from keyvid.eval.fidelity import pooled_fidelity
+
+SYNC_METRICS = ("Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
+METRICS = SYNC_METRICS + ("PSNR-0", "Flicker")
+# ground_truth / mismatched: the test videos with their own / the next clip's audio; vae_round_trip: the
+# test videos through the pipeline's VAE (the ceiling)
+ROWS = ("keyframe", "uniform", "vae_round_trip", "ground_truth", "mismatched")
 RUN = re.compile(r"^(?P<sampling>[a-z_]+)_s(?P<seed>\d+)$")
 
 
@@ -71,11 +79,30 @@ def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generat
             "ties": int((d == 0).sum())}
 
 
+def clip_intervals(eval_dir: Path, run: str, seed: int = 0, draws: int = 2000) -> dict:
+    """95 % bootstrap intervals over the run's clips: mean per-clip Sync-F1, frame-0 PSNR, flicker ratio."""
+    path = eval_dir / f"per_clip_{run}.csv"
+    if not path.is_file():
+        return {}
+    rows = read_csv(path)
+    out = {}
+    f1 = np.array([_float(r.get("Sync-F1")) for r in rows])
+    f1 = f1[~np.isnan(f1)]
+    if f1.size:
+        boot = np.random.default_rng(seed).choice(f1, size=(draws, f1.size), replace=True).mean(1)
+        out["clip_F1"] = float(f1.mean())
+        out["clip_F1_ci95"] = [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
+    fid = [{k: _float(r[k]) for k in ("PSNR-0", "flicker", "flicker_ref")} for r in rows if r.get("PSNR-0")]
+    if fid:
+        out.update(pooled_fidelity(fid, seed, draws))
+    return out
+
+
 def plot(summary: dict, path: Path) -> None:
     """One panel per metric: every seed's value as a dot, the mean as a bar, per sampling."""
     names = [n for n in ROWS if n in summary["by_sampling"]]
-    colors = {"keyframe": (40, 120, 230), "uniform": (200, 120, 40), "ground_truth": (90, 90, 90),
-              "mismatched": (160, 160, 160)}
+    colors = {"keyframe": (40, 120, 230), "uniform": (200, 120, 40), "vae_round_trip": (60, 160, 60),
+              "ground_truth": (90, 90, 90), "mismatched": (160, 160, 160)}
     panel_w, h, pad = 340, 300, 40
     img = np.full((h + 60, panel_w * 3 + pad, 3), 255, np.uint8)
     for k, metric in enumerate(("Sync-P", "Sync-R", "Sync-F1")):
@@ -94,7 +121,8 @@ def plot(summary: dict, path: Path) -> None:
             for v in entry["per_seed"].values():
                 if not math.isnan(v):
                     cv2.circle(img, (cx, int(40 + (1 - v) * (h - 60))), 4, colors[name], -1, cv2.LINE_AA)
-            cv2.putText(img, {"ground_truth": "truth", "mismatched": "chance"}.get(name, name)[:8], (cx - 28, h + 5),
+            label = {"ground_truth": "truth", "mismatched": "chance", "vae_round_trip": "VAE"}.get(name, name)
+            cv2.putText(img, label[:8], (cx - 28, h + 5),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)
 
@@ -109,14 +137,17 @@ def summarize(out: Path) -> dict:
         sampling, seed = (m["sampling"], m["seed"]) if m else (row["run"], "-")
         clips[row["run"]] = int(row["clips"] or 0)
         for metric in METRICS:
-            by[sampling][metric]["per_seed"][seed] = _float(row[metric])
+            by[sampling][metric]["per_seed"][seed] = _float(row.get(metric))
     for entry in by.values():
         for metric in METRICS:
             entry[metric]["mean"], entry[metric]["std"] = mean_std(list(entry[metric]["per_seed"].values()))
     seeds = sorted(by.get("keyframe", {}).get("Sync-F1", {}).get("per_seed", {}), key=int)
     rng = np.random.default_rng(0)
     summary = {"by_sampling": by, "clips_per_run": clips, "seeds": seeds,
-               "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in METRICS}}
+               "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in SYNC_METRICS},
+               "intervals": {row["run"]: clip_intervals(eval_dir, row["run"].replace("/", "_")) for row in rows}}
+    ceiling = {r["run"]: _float(r.get("Sync-F1")) for r in rows}.get("vae_round_trip", math.nan)
+    summary["f1_over_round_trip"] = {r["run"]: _float(r.get("Sync-F1")) / ceiling for r in rows}
     summary["localizer_ap"] = {f.stem.split("_s")[-1]: json.loads(f.read_text())["ap"]
                                for f in sorted(eval_dir.glob("localizer_s*.json"))}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -132,19 +163,35 @@ def _fmt(entry: dict, digits: int) -> str:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| sampling | seeds | Sync-P ↑ | Sync-R ↑ | Sync-F1 ↑ | mean abs offset (frames) ↓ | F1 per seed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| sampling | seeds | Sync-P ↑ | Sync-R ↑ | Sync-F1 ↑ | mean abs offset (frames) ↓ | frame-0 PSNR (dB) ↑ "
+             "| flicker ratio | F1 per seed |", "|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
         if name not in summary["by_sampling"]:
             continue
         e = summary["by_sampling"][name]
         per_seed = ", ".join(f"{v:.3f}" for v in e["Sync-F1"]["per_seed"].values())
         lines.append(f"| {name} | {len(e['Sync-F1']['per_seed'])} | {_fmt(e['Sync-P'], 3)} | {_fmt(e['Sync-R'], 3)} | "
-                     f"{_fmt(e['Sync-F1'], 3)} | {_fmt(e['Sync-offset'], 2)} | {per_seed} |")
+                     f"{_fmt(e['Sync-F1'], 3)} | {_fmt(e['Sync-offset'], 2)} | {_fmt(e['PSNR-0'], 2)} | "
+                     f"{_fmt(e['Flicker'], 2)} | {per_seed} |")
+    lines += ["", "Per run, 95 % bootstrap intervals over clips (ceiling: vae_round_trip; chance: mismatched):", "",
+              "| run | Sync-F1 / round trip's | per-clip Sync-F1 | frame-0 PSNR (dB) | flicker ratio |", "|---|---|---|---|---|"]
+
+    def ci(iv: dict, key: str, digits: int) -> str:
+        if key not in iv:
+            return "n/a"
+        lo, hi = iv[f"{key}_ci95"]
+        return f"{iv[key]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    for run, iv in summary.get("intervals", {}).items():
+        frac = summary.get("f1_over_round_trip", {}).get(run, math.nan)
+        lines.append(f"| {run} | {'n/a' if math.isnan(frac) else f'{frac:.2f}'} | {ci(iv, 'clip_F1', 3)} | "
+                     f"{ci(iv, 'PSNR-0', 2)} | {ci(iv, 'Flicker', 2)} |")
     if summary.get("localizer_ap"):
         lines += ["", "Localizer on the test clips (AP@t against their flow keyframes), per seed: " + "; ".join(
             f"s{seed} " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in ap.items())
             for seed, ap in summary["localizer_ap"].items())]
+    if "uniform" not in summary["by_sampling"]:  # the overfit mode trains the keyframe system only
+        return "\n".join(lines) + "\n"
     lines += ["", "Paired per clip (keyframe - uniform, same seed and test clip; 95 % bootstrap interval):", ""]
     for metric, p in summary["paired_keyframe_minus_uniform"].items():
         if p["clips"]:

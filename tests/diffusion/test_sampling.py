@@ -1,5 +1,6 @@
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from keyvid.diffusion import (
     DiffusionSchedule,
@@ -58,7 +59,7 @@ def test_step_equals_diffusers_where_they_coincide(eta):
         t_prev = ts[i + 1] if i + 1 < len(ts) else None
         v = torch.randn(x.shape, generator=g, dtype=torch.float64)
         noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        ours = ddim_step(schedule, v, t, t_prev, x, eta, noise)
+        ours = ddim_step(schedule, v, t, t_prev, x, eta, noise, final_step="upstream")
         ref = scheduler.step(v, t, x, eta=eta, variance_noise=noise).prev_sample
         assert torch.isfinite(ours).all()
         x_t, x = x, ours
@@ -83,6 +84,58 @@ def test_step_equals_diffusers_where_they_coincide(eta):
             # ours keeps them in float64: about 6e-8 relative on |x| <= 5, i.e. <= 3e-7; 1e-5 leaves 30x.
             atol = 1e-5
         torch.testing.assert_close(ours, ref, atol=atol, rtol=1e-4)
+
+
+def test_final_step_x0_is_diffusers_with_alpha_to_one():
+    # final_step="x0" is DDIM's last step to alpha_bar = 1 (diffusers set_alpha_to_one=True): the x0 prediction.
+    schedule = DiffusionSchedule(dynamic_rescale=False)
+    scheduler = DDIMScheduler.from_config(schedule.ddim_scheduler().config, set_alpha_to_one=True)
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 2, 4, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ours = ddim_step(schedule, v, 99, None, x, eta=1.0, noise=torch.randn(x.shape, generator=g, dtype=torch.float64))
+    ref = scheduler.step(v, 99, x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="final_step"):
+        ddim_step(schedule, v, 99, None, x, eta=1.0, final_step="alpha_one")
+
+
+class OracleDenoiser(torch.nn.Module):
+    """Returns the exact v of a known clean latent x0 (scaled by the dynamic rescale, as in training), so
+    whatever error a sample has comes from the sampler."""
+
+    def __init__(self, x0: torch.Tensor, schedule: DiffusionSchedule):
+        super().__init__()
+        self.x0, self.schedule = x0, schedule
+
+    def forward(self, x, timesteps, **_):
+        s = self.schedule
+        x_t = x[:, : self.x0.shape[1]]
+        reps = x_t.shape[0] // self.x0.shape[0]  # the stacked guidance branches
+        x0 = self.x0.repeat(reps, *([1] * (x_t.ndim - 1))) * s.x0_scale(timesteps).view(-1, 1, 1, 1, 1).to(x_t)
+        a = s.alphas_cumprod.to(x_t)[timesteps].view(-1, 1, 1, 1, 1)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).clamp_min(1e-12).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_oracle_sample_returns_the_clip_only_with_the_x0_final_step(eta):
+    # Suspect 2 and 3 of the "pipeline must learn" issue: upstream's last step leaves sqrt(1 - 0.99915) = 0.029
+    # of fresh noise per frame and keeps the smallest timestep's x0 shrink (the rescale is never undone).
+    schedule = DiffusionSchedule()
+    g = torch.Generator().manual_seed(8)
+    x0 = 0.2 * torch.randn(2, 4, FRAMES, LATENT, LATENT, generator=g, dtype=torch.float64)  # PixelVAE-like std
+    cond = {k: v.double() if v.is_floating_point() else v for k, v in make_cond(2, g).items()}
+    nulls = {k: v.double() for k, v in make_nulls(g).items()}
+    model = OracleDenoiser(x0, schedule)
+    out = {mode: ddim_sample(model, x0.shape, cond, nulls, steps=30, eta=eta, final_step=mode, schedule=schedule,
+                             generator=torch.Generator().manual_seed(9)) for mode in ("x0", "upstream")}
+    torch.testing.assert_close(out["x0"], x0, atol=1e-9, rtol=0)
+    err = out["upstream"] - x0
+    gain = (out["upstream"] * x0).sum() / (x0 * x0).sum()
+    assert 0.95 < gain.item() < 0.99  # the last timestep's rescale factor, never undone
+    assert (err - (gain - 1) * x0).std().item() > 0.02  # the noise of the last step (0.029 per entry)
 
 
 def test_dynamic_rescale_is_undone_step_by_step():

@@ -123,7 +123,7 @@ def test_training_loss_decreases_with_a_tiny_model():
 
 def test_drop_bands_match_upstream_frequencies():
     p, n = 0.05, 200_000
-    masks = drop_masks(n, p, torch.Generator().manual_seed(3))
+    masks = drop_masks(n, p, torch.Generator().manual_seed(3), scheme="upstream")
     text, image, audio = masks["text"], masks["image"], masks["audio"]
     freq = lambda m: m.float().mean().item()  # noqa: E731
     assert freq(text) == pytest.approx(2 * p, abs=0.004)
@@ -135,6 +135,32 @@ def test_drop_bands_match_upstream_frequencies():
     assert freq(~text & ~image & audio) == pytest.approx(p, abs=0.003)  # [3p, 4p)
     assert not (text & image & audio).any()
     assert freq(text | image | audio) == pytest.approx(4 * p, abs=0.005)
+
+
+def _patterns(masks):
+    """The (text, image, audio) kept/dropped patterns that occur, with their frequencies."""
+    kept = torch.stack([~masks["text"], ~masks["image"], ~masks["audio"]], 1)
+    patterns, counts = kept.unique(dim=0, return_counts=True)
+    return {tuple(int(v) for v in pat): c.item() / len(kept) for pat, c in zip(patterns, counts)}
+
+
+# Eq. 4's branches as (text, image, audio) kept: (∅,∅,∅), (img,∅,∅), (img,txt,∅), (img,txt,aud); and the
+# full branch when sampling without text, (img,∅,aud).
+GUIDANCE_BRANCHES = {(0, 0, 0), (0, 1, 0), (1, 1, 0), (1, 1, 1), (0, 1, 1)}
+
+
+def test_branches_dropout_trains_every_guidance_branch():
+    p, n = 0.05, 200_000
+    freq = _patterns(drop_masks(n, p, torch.Generator().manual_seed(3), scheme="branches"))
+    assert set(freq) == GUIDANCE_BRANCHES
+    for pattern in GUIDANCE_BRANCHES - {(1, 1, 1)}:
+        assert freq[pattern] == pytest.approx(p, abs=0.003), pattern
+    assert freq[(1, 1, 1)] == pytest.approx(1 - 4 * p, abs=0.005)
+    # upstream's bands never train two of the branches Eq. 4 evaluates
+    upstream = _patterns(drop_masks(n, p, torch.Generator().manual_seed(3), scheme="upstream"))
+    assert GUIDANCE_BRANCHES - set(upstream) == {(0, 0, 0), (0, 1, 0)}
+    with pytest.raises(ValueError, match="dropout scheme"):
+        drop_masks(4, p, scheme="none")
 
 
 def test_drop_conditions_replaces_per_sample_and_is_seeded():

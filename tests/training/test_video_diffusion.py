@@ -19,7 +19,8 @@ def test_upstream_trainable_subset():
 
 
 def test_interpolation_window_marks_keyframes():
-    sample = {"video": torch.randn(3, 48, 4, 4), "frame_idx": torch.tensor([0, 5, 9, 20]), "key": "clip_a"}
+    sample = {"video": torch.randn(3, 48, 4, 4), "frame_idx": torch.tensor([0, 5, 9, 20]), "key": "clip_a",
+              "visit_seed": 5}
     out = interpolation_window(dict(sample), num_frames=12, seed=1)
     idx = out["frame_idx"]
     assert len(idx) == 12 and torch.all(idx.diff() == idx[1] - idx[0]) and idx[1] - idx[0] in (1, 2)
@@ -31,6 +32,23 @@ def test_interpolation_window_marks_keyframes():
     assert out["fs"] == 24 // int(idx[1] - idx[0])
     again = interpolation_window(dict(sample), num_frames=12, seed=1)
     assert torch.equal(again["frame_idx"], idx)
+
+
+def test_interpolation_window_is_drawn_afresh_on_every_visit():
+    # Suspect 1 of the "pipeline must learn" issue: seeded by the key alone, a clip trained on one window.
+    from keyvid.data.dataset import SampleDecoder
+
+    decoder = SampleDecoder()
+    seeds = [decoder.rng("clip_a").integers(2**62) for _ in range(40)]  # what SampleDecoder stores per visit
+    assert len(set(seeds)) == 40
+    covered, windows = torch.zeros(48, dtype=torch.bool), set()
+    for visit_seed in seeds:
+        sample = {"video": torch.randn(3, 48, 4, 4), "frame_idx": torch.tensor([0, 5, 9, 20]), "key": "clip_a",
+                  "visit_seed": visit_seed}
+        idx = interpolation_window(sample, num_frames=12, seed=1)["frame_idx"]
+        covered[idx] = True
+        windows.add(tuple(idx.tolist()))
+    assert len(windows) > 10 and covered.all()  # every frame, the first and last included, gets trained
 
 
 def test_config_composes_and_builds(tmp_path):

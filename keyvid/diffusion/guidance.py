@@ -1,8 +1,9 @@
 """Multimodal classifier-free guidance: condition dropout in training, Eq. 4 at sampling.
 
-Training drops text, image and audio with one uniform draw per sample, in bands chosen so that every
-branch the sampler uses is trained (``drop_conditions``; upstream's bands are ``scheme="upstream"``). Sampling evaluates four branches in one batched forward and combines them as
-the paper's Appendix G, Eq. 4 (``guided_v``):
+Training drops text, image and audio with one uniform draw per sample, in bands chosen so that
+every branch the sampler uses is trained (``drop_conditions``; upstream's: ``scheme="upstream"``).
+Sampling evaluates four branches in one batched forward and combines them as the paper's Appendix G,
+Eq. 4 (``guided_v``):
 
     v = v(∅,∅,∅) + s_img (v(img,∅,∅) - v(∅,∅,∅)) + s_txt (v(img,txt,∅) - v(img,∅,∅))
                  + s_aud (v(img,txt,aud) - v(img,txt,∅))

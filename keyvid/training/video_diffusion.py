@@ -88,14 +88,15 @@ class Encoders:
         return self
 
 
-def tiny_encoders(pixel_factor: int | None = None) -> Encoders:
+def tiny_encoders(pixel_factor: int | None = None, pixel_scale: float = 1.0) -> Encoders:
     """Seeded random stand-ins (``encoders.kind=tiny``), the same weights on every call. With
-    ``pixel_factor`` the VAE is the weight-free ``PixelVAE`` (``encoders.kind=pixel``) instead."""
+    ``pixel_factor`` the VAE is the weight-free ``PixelVAE`` (``encoders.kind=pixel``) instead, its
+    latents multiplied by ``pixel_scale`` (as SD's VAE latents by 0.18215)."""
     from keyvid.models import encoders as enc
 
     torch.manual_seed(0)
     audio = imagebind_audio(768, 1, 12, out_embed_dim=None)  # the UNet expects 768-wide audio tokens
-    vae = enc.tiny_vae() if pixel_factor is None else enc.PixelVAE(pixel_factor)
+    vae = enc.tiny_vae() if pixel_factor is None else enc.PixelVAE(pixel_factor, pixel_scale)
     return Encoders(vae, enc.tiny_clip_text(hidden_size=1024), enc.tiny_clip_image(), audio.eval())
 
 
@@ -120,7 +121,7 @@ def build_encoders(cfg, device: torch.device | str | None = None) -> Encoders:
     if cfg.kind == "tiny":
         return tiny_encoders()
     if cfg.kind == "pixel":
-        return tiny_encoders(pixel_factor=int(cfg.get("pixel_factor", 2)))
+        return tiny_encoders(pixel_factor=int(cfg.get("pixel_factor", 2)), pixel_scale=float(cfg.get("pixel_scale", 1.0)))
     if cfg.kind != "pretrained":
         raise ValueError(f"unknown encoders.kind={cfg.kind!r}; expected one of {ENCODER_KINDS}")
     audio = load_imagebind_audio(cfg.imagebind, imagebind_audio_huge(out_embed_dim=None)).eval()

@@ -46,6 +46,8 @@ else
   : "${SAMPLE_STEPS:=30}" "${WINDOW:=12}" "${WARMUP:=100}" "${LOC_WORKERS:=4}" "${PARALLEL:=8}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=16}" "${GEN_PARALLEL:=1}"
 fi
 NUM_KEYFRAMES=${NUM_KEYFRAMES:-12}; LR=${LR:-2e-4}; CPUS=${CPUS:-$(nproc)}
+# PixelVAE latents at unit variance (data_prep/synthetic.py PIXEL_LATENT_SCALE; 1.0 is the old setting)
+PIXEL_SCALE=${PIXEL_SCALE:-$(cd "$HERE" && $PY -c "from data_prep.synthetic import PIXEL_LATENT_SCALE as s; print(s)")}
 cd "$HERE"
 mkdir -p "$OUT/logs"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
@@ -70,6 +72,7 @@ log "shards: $(cat "$OUT/shards.txt")"
 COMMON=("$SHARDS" data.height="$HEIGHT" data.width="$WIDTH" train.mixed_precision="$PRECISION"
         train.sample_every=0 train.log_every=100 optim.lr="$LR")
 VIDEO=(train.num_workers="$WORKERS" model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
+       encoders.pixel_scale="$PIXEL_SCALE"
        data.num_keyframes="$NUM_KEYFRAMES" train.batch_size="$BATCH" optim.warmup_steps="$WARMUP")
 train() {  # train <script> <run_dir> <steps> <overrides...>: skipped once exported, resumed otherwise
   local script=$1 run=$2 steps=$3; shift 3
@@ -113,7 +116,8 @@ generate() {  # generate <seed> <sampling>
   [ -f "$dst/DONE" ] && return 0
   $PY launch/assemble_pipeline.py localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export" \
     interpolator="$run/interpolator/export" out="$run/pipeline" height="$HEIGHT" width="$WIDTH" \
-    num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" > "$run/assemble.log" 2>&1
+    num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" encoders.pixel_scale="$PIXEL_SCALE" \
+    > "$run/assemble.log" 2>&1
   local keyframes; keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)
   $PY launch/generate.py pipeline="$run/pipeline" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
     keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \

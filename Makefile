@@ -14,7 +14,7 @@ demo: setup
 	$(PY) launch/demo.py
 
 test: setup
-	$(PY) -m pytest -q -n 2 --timeout 900 tests
+	$(PY) -m pytest -q -n 2 --timeout 900 --durations 10 tests
 
 test-fresh:
 	./scripts/test_fresh.sh

@@ -97,6 +97,18 @@ def test_dataset_split_input_names_outputs_for_the_evaluator(tmp_path):
         rel.replace(".mp4", "_clip-0.mp4") for rel in listed)
     clip = read_av(videos[0], require_audio=True)
     assert clip.frames.shape[0] == 48 and clip.fps == 24
+    # Each clip's text is the caption training saw (its class name, data prep's class_caption), not the
+    # null text; text= overrides it. Both are recorded beside the video.
+    records = {json.loads(p.read_text())["text"] for p in (tmp_path / "out").rglob("*.keyframes.json")}
+    assert records == {rel.split("/")[0].replace("_", " ") for rel in listed}
+    assert {p.text for p in generate.setup_inputs(_cfg(f"dataset={root}", "text=''"))} == {""}
+    # round_trip=true: the clips through the pipeline's VAE, same names, nothing sampled
+    trips = generate.run(_cfg(f"dataset={root}", "round_trip=true"), tmp_path / "trip")
+    assert sorted(str(v.relative_to(tmp_path / "trip")) for v in trips) == sorted(
+        rel.replace(".mp4", "_clip-0.mp4") for rel in listed)
+    assert read_av(trips[0], require_audio=True).frames.shape[0] == 48
+    with pytest.raises(ValueError, match="round_trip=true needs dataset="):
+        generate.run(_cfg(f"image={videos[0]}", f"audio={videos[0]}", "round_trip=true"), tmp_path / "bad")
     (root / "test.txt").write_text("calm/not_there.mp4\n")
     with pytest.raises(FileNotFoundError, match="not_there.mp4"):
         generate.setup_inputs(_cfg(f"dataset={root}"))

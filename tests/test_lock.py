@@ -2,6 +2,7 @@
 
 import re
 import sys
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -44,7 +45,8 @@ def test_lock_pins_every_requirement_and_agrees_with_pyproject():
 def test_project_venv_matches_the_lock():
     lock = _lock()
     drift = {}
-    for dist in metadata.distributions():
+    # site-packages only: setuptools puts its vendored copies (packaging, zipp, ...) on sys.path too
+    for dist in metadata.distributions(path=[sysconfig.get_paths()["purelib"]]):
         name = _canonical(dist.metadata["Name"])
         if name in lock and dist.version != lock[name]:
             drift[name] = (dist.version, lock[name])

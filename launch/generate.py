@@ -146,11 +146,15 @@ def _keyframes_arg(value):
     return list(value) if isinstance(value, ListConfig) else value
 
 
+def video_audio(wave: np.ndarray, sr: int) -> np.ndarray:
+    """The audio an output mp4 carries: the first 2 s (the video's length), at most two channels."""
+    return np.asarray(wave[:2, : round(NUM_FRAMES / FPS * sr)], dtype=np.float32)
+
+
 def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarray, motion: np.ndarray,
                  wave: np.ndarray, sr: int, settings: dict) -> Path:
     """mp4 (video + the first 2 s of the input audio, at most two channels), keyframes JSON and PNG."""
-    clip = np.asarray(wave[:2, : round(NUM_FRAMES / FPS * sr)], dtype=np.float32)
-    video = write_av(out / f"{pair.name}.mp4", frames, FPS, audio=clip, sample_rate=sr)
+    video = write_av(out / f"{pair.name}.mp4", frames, FPS, audio=video_audio(wave, sr), sample_rate=sr)
     record = {
         "video": video.name, "image": str(pair.image), "audio": str(pair.audio), "text": pair.text,
         "keyframes": keyframes.tolist(), "motion": [round(float(m), 5) for m in motion], **settings,
@@ -177,9 +181,8 @@ def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int
                                             antialias=True, align_corners=False).transpose(0, 1)[None]
         g = torch.Generator(pipe.device).manual_seed(seed)
         frames = to_uint8(pipe.vae.decode(pipe.vae.encode(x.to(pipe.device), generator=g)))[0]
-        clip_audio = np.asarray(clip.audio[:2, : round(NUM_FRAMES / FPS * clip.sample_rate)], np.float32)
-        (out / pair.name).parent.mkdir(parents=True, exist_ok=True)
-        videos.append(write_av(out / f"{pair.name}.mp4", frames, FPS, audio=clip_audio, sample_rate=clip.sample_rate))
+        videos.append(write_av(out / f"{pair.name}.mp4", frames, FPS, audio=video_audio(clip.audio, clip.sample_rate),
+                               sample_rate=clip.sample_rate))
     print(f"wrote {len(videos)} VAE round trips to {out}")
     return videos
 

@@ -212,6 +212,7 @@ def test_pixel_vae_pipeline_save_load(tmp_path):
         KeyVIDPipeline(**{n: getattr(pipe, n) for n in KeyVIDPipeline.MODULES}, height=16, width=24)
 
 
+@pytest.mark.slow
 def test_compile_unets_same_video(run_seed0):
     """KeyVIDPipeline.compile_unets (regional inductor compile + channels-last, CPU codegen here):
     the same keyframes and, up to float rounding, the same frames as the eager pipeline."""

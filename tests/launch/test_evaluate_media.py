@@ -51,6 +51,7 @@ def media_folders(tmp_path_factory):
     return ref, gen
 
 
+@pytest.mark.slow
 @needs_media
 def test_media_clips_against_themselves(media_folders, tmp_path):
     ref, gen = media_folders

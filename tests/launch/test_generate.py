@@ -84,6 +84,7 @@ def test_list_and_folder_inputs(tmp_path):
         generate.setup_inputs(_cfg(f"inputs={tmp_path}"))
 
 
+@pytest.mark.slow
 def test_dataset_split_input_names_outputs_for_the_evaluator(tmp_path):
     """dataset=<root>: first frame + audio of each listed clip -> <class>/<name>_clip-0.mp4."""
     from data_prep.synthetic import ClipSpec, write_dataset

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from keyvid.data.io import read_av
 from tests.launch.helpers import REPO, env
 
@@ -23,6 +25,7 @@ def _recipe(out, timeout=900, **extra):
     return p.stdout, time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_smoke_recipe_end_to_end_and_resume(tmp_path):
     out = tmp_path / "kvu"
     stdout, first = _recipe(out)
@@ -60,6 +63,7 @@ def test_smoke_recipe_end_to_end_and_resume(tmp_path):
     assert second < first / 2
 
 
+@pytest.mark.slow
 def test_smoke_overfit_mode_scores_the_training_clips(tmp_path):
     out = tmp_path / "overfit"
     _recipe(out, MODE="overfit", N_TRAIN="3")

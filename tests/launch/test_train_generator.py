@@ -8,6 +8,7 @@ from keyvid.models.unet import KeyframeUNet
 from tests.launch.helpers import losses, run_script
 
 
+@pytest.mark.slow
 def test_generator_trains_resumes_exactly_and_exports(tiny_shards, tmp_path):
     shards = f"data.train_shards='{tiny_shards}'"
     ref = losses(run_script("train_generator.py", "debug=tiny", shards, f"run_dir={tmp_path / 'a'}",

@@ -276,6 +276,7 @@ def test_channels_last_same_values_and_grads(weights):
         torch.testing.assert_close(g_cl[name], g_ref[name], atol=1e-10, rtol=1e-8, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["layer", "block"])
 def test_compile_blocks_matches_eager(scope):
     """Regional compilation (inductor, CPU codegen) gives the eager output; the layer scope wraps
@@ -297,6 +298,7 @@ def test_compile_blocks_matches_eager(scope):
         model.compile_blocks(scope="stage")
 
 
+@pytest.mark.slow
 def test_compiled_training_step_matches_eager():
     """train.compile_blocks + train.channels_last + gradient checkpointing (what the trainer runs):
     the compiled backward gives the eager gradients (inductor, CPU codegen; dropout off)."""

@@ -63,10 +63,13 @@ def run(cfg: DictConfig, interpolator: bool) -> None:
         return schedule.training_loss(denoiser, latents, t, cond), {}
 
     def on_step(step, batch):
-        if cfg.train.sample_every and step % cfg.train.sample_every == 0 and accelerator.is_main_process:
+        # Every rank samples: under ZeRO-3 each forward gathers parameters from all ranks, so a preview
+        # on rank 0 alone waits forever for the others. Only rank 0 writes it.
+        if cfg.train.sample_every and step % cfg.train.sample_every == 0:
             frames = sample_preview(accelerator.unwrap_model(denoiser), conditioner, batch,
                                     steps=cfg.train.sample_steps)
-            write_preview(accelerator, run_dir, step, frames, batch)
+            if accelerator.is_main_process:
+                write_preview(accelerator, run_dir, step, frames, batch)
 
     train_loop(accelerator, denoiser, optimizer, scheduler, make_batches, loss_step, state,
                max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,

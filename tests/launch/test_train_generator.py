@@ -42,10 +42,14 @@ def test_generator_trains_under_deepspeed(tiny_shards, tmp_path, launcher):
     """The generator under DeepSpeed ZeRO-2 and ZeRO-3, 2 processes over gloo. Its 0-dim
     cross-attention gates (attn2.beta) broke DeepSpeed's parameter broadcasts
     (``p.data.view(torch.uint8)``) until keyvid.training.distributed shimmed them; ZeRO-3 then holds
-    them as (1,) and the export restores 0-dim. Full fine-tuning, so the logged grad norm is real."""
+    them as (1,) and the export restores 0-dim. Full fine-tuning, so the logged grad norm is real. A
+    training preview runs on every rank (ZeRO-3 needs all of them in its forward) and rank 0 writes it."""
+    # With a preview at step 2: under ZeRO-3 a preview on rank 0 alone hung (its forward waits for the
+    # other rank's parameter gathers); the timeout turns a hang into a failure.
     p = run_script("train_generator.py", "debug=tiny", f"data.train_shards='{tiny_shards}'", f"run_dir={tmp_path}",
-                   "train.max_steps=2", "model.trainable=full", launcher=launcher)
+                   "train.max_steps=2", "model.trainable=full", "train.sample_every=2", launcher=launcher, timeout=240)
     assert sorted(losses(p.stdout)) == [1, 2]
+    assert (tmp_path / "samples" / "step-0000002.mp4").is_file()
     norms = [float(v) for v in re.findall(r"grad_norm=([-+.\w]+)", p.stdout)]
     assert norms and all(math.isfinite(v) and v > 0 for v in norms), norms
     unet = KeyframeUNet.from_pretrained(tmp_path / "export" / "unet")

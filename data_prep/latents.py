@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data_prep.shards import TAR_MTIME
-from keyvid.data.dataset import _decode_frames, _to_tensor
+from keyvid.data.dataset import _decode_frames, frames_to_tensor
 
 
 def _samples(tar_path: Path):
@@ -56,7 +56,7 @@ def add_latents(src: Path, dst: Path, vae, device: str = "cpu") -> int:
         for key, members in _samples(src):
             meta = json.loads(members["meta.json"])
             frames = _decode_frames(members, np.arange(int(meta["num_frames"])))
-            moments = vae.encode_moments(_to_tensor(frames, None)[None].to(device))[0]
+            moments = vae.encode_moments(frames_to_tensor(frames, None)[None].to(device))[0]
             buf = io.BytesIO()
             np.save(buf, moments.half().cpu().numpy(), allow_pickle=False)
             for suffix, data in members.items():

@@ -206,8 +206,7 @@ def denoise(
             else:
                 eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
                 t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
-                scaled = x0 * schedule.x0_scale(t_next).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
-                x = torch.where(mask, schedule.q_sample(scaled, t_next, eps), x)
+                x = torch.where(mask, schedule.q_sample(schedule.scale_x0(x0, t_next), t_next, eps), x)
     return x
 
 

@@ -181,9 +181,8 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
             row["AlignSync"] = 100 * av.mean_std(align)[0]
             for r, v in zip(per_clip, align.tolist()):
                 r["AlignSync"] = 100 * v
-    if names and "fidelity" in cfg.metrics:
-        fid_rows = [r for r in per_clip if "PSNR-0" in r]
-        row.update({k: v for k, v in pooled_fidelity(fid_rows).items() if not k.endswith("ci95")})
+    if names and "fidelity" in cfg.metrics:  # every scored clip's row has its fidelity
+        row.update({k: v for k, v in pooled_fidelity(per_clip).items() if not k.endswith("ci95")})
     if peaks:
         clip_scores, pooled = sync_scores(peaks, impacts, rates, cfg.sync.tolerance)
         row.update({"Sync-P": pooled.precision, "Sync-R": pooled.recall, "Sync-F1": pooled.f1,

@@ -167,6 +167,7 @@ def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarra
 @torch.no_grad()
 def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int) -> list[Path]:
     """Each dataset clip's first 48 frames through the pipeline's VAE, resized to its frame size."""
+    from keyvid.data.dataset import frames_to_tensor
     from keyvid.data.io import read_av
     from keyvid.pipeline import to_uint8
 
@@ -176,9 +177,7 @@ def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int
         if abs(clip.fps - FPS) > 0.01 or len(clip.frames) < NUM_FRAMES:
             raise ValueError(f"round_trip: {pair.image} has {len(clip.frames)} frames at {clip.fps:g} fps; "
                              f"expected at least {NUM_FRAMES} at {FPS}")
-        x = torch.from_numpy(clip.frames[:NUM_FRAMES]).permute(3, 0, 1, 2).float()[None] / 127.5 - 1  # "1 c t h w"
-        x = torch.nn.functional.interpolate(x[0].transpose(0, 1), size=(pipe.height, pipe.width), mode="bilinear",
-                                            antialias=True, align_corners=False).transpose(0, 1)[None]
+        x = frames_to_tensor(clip.frames[:NUM_FRAMES], (pipe.height, pipe.width))[None]  # "1 c t h w"
         g = torch.Generator(pipe.device).manual_seed(seed)
         frames = to_uint8(pipe.vae.decode(pipe.vae.encode(x.to(pipe.device), generator=g)))[0]
         videos.append(write_av(out / f"{pair.name}.mp4", frames, FPS, audio=video_audio(clip.audio, clip.sample_rate),

@@ -61,7 +61,7 @@ def _decode_frames(sample: dict, idx: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def _to_tensor(frames: np.ndarray, image_size: tuple[int, int] | None) -> torch.Tensor:
+def frames_to_tensor(frames: np.ndarray, image_size: tuple[int, int] | None) -> torch.Tensor:
     """"t h w c" uint8 -> "c t h w" float in [-1, 1], resized (bilinear, antialiased) to ``image_size``."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # "t c h w"
     if image_size is not None and tuple(x.shape[-2:]) != tuple(image_size):
@@ -115,9 +115,9 @@ class SampleDecoder:
             if "latents.npy" not in sample:
                 raise ValueError(f"sample {key} has no latents.npy: run data_prep/latents.py or set latents off")
             extra["latent_moments"] = torch.from_numpy(_load_npy(sample["latents.npy"])[:, chosen].astype(np.float32))
-            video = _to_tensor(_decode_frames(sample, chosen[:1]), self.image_size)
+            video = frames_to_tensor(_decode_frames(sample, chosen[:1]), self.image_size)
         else:
-            video = _to_tensor(_decode_frames(sample, chosen), self.image_size)  # "c t h w"
+            video = frames_to_tensor(_decode_frames(sample, chosen), self.image_size)  # "c t h w"
         spf = meta.get("sample_rate", 16000) / FPS
         a0, n = int(round(start * spf)), int(round(W * spf))
         wave = np.zeros(n, np.float32)

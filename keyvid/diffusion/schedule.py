@@ -136,6 +136,11 @@ class DiffusionSchedule:
             return torch.ones(t.shape, dtype=torch.float64, device=t.device)
         return self.scale_arr.to(t.device)[t]
 
+    def scale_x0(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x0 as the model sees it at ``t``: times the dynamic-rescale factor (itself when rescale is off).
+        Training noises this; so must anything that writes known latents into a sample (the anchor)."""
+        return x0 * _per_sample(self.scale_arr, t, x0) if self.dynamic_rescale else x0
+
     # -- training --
 
     def sample_timesteps(
@@ -159,8 +164,7 @@ class DiffusionSchedule:
         undoes it step by step. With ``learn_logvar=False`` and ``original_elbo_weight=0`` (upstream
         defaults) upstream's loss reduces to this plain mean.
         """
-        if self.dynamic_rescale:
-            x0 = x0 * _per_sample(self.scale_arr, t, x0)
+        x0 = self.scale_x0(x0, t)
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)

@@ -9,7 +9,8 @@ Each config: ``b<batch>-t<frames>`` plus flags ``ckpt`` (gradient checkpointing)
 (torch.compile of the whole UNet), ``rc`` (regional: ``KeyframeUNet.compile_blocks()``, whole
 ResBlocks and transformers), ``rcb`` (``compile_blocks(scope="block")``: ResBlocks and inner
 transformer blocks), ``cl`` (``set_channels_last()``: channels-last activations), ``clw``
-(channels-last conv weights too), ``cb`` (cudnn.benchmark), ``eval`` (forward only, no grad,
+(channels-last conv weights too), ``cb`` (cudnn.benchmark), ``nochunk`` (one SDPA call however
+large the batch of sequences: ``keyvid.models.attention.SDPA_MAX_BATCH`` off), ``eval`` (forward only, no grad,
 ``model.eval()``), ``bf16w`` (with ``eval``: bf16 weights and inputs, no autocast, as inference
 can run). A step
 is forward + v-loss + backward + fused AdamW on every parameter (full fine-tuning), bf16 autocast over fp32 master
@@ -27,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from keyvid.models import builders
+from keyvid.models import attention, builders
 from keyvid.training.video_diffusion import set_unet_trainable
 
 LATENT = (40, 64)  # --latent
+DEFAULT_SDPA_MAX_BATCH = attention.SDPA_MAX_BATCH
 
 
 def matmul_peak(n=8192, reps=20):
@@ -75,6 +77,7 @@ def run(spec, peak, steps, size="512"):
     b, t = int(parts[0][1:]), int(parts[1][1:])
     flags = set(parts[2:])
     row = {"config": spec, "batch": b, "frames": t}
+    attention.SDPA_MAX_BATCH = 2**62 if "nochunk" in flags else DEFAULT_SDPA_MAX_BATCH
     with torch.device("cuda"):
         model = builders.unet(size)
     if "sub" in flags:  # before the FLOP count: frozen weights get no weight gradients
@@ -146,6 +149,9 @@ def run(spec, peak, steps, size="512"):
             row["mfu_pct"] = round(100 * flops / dt / peak, 1)
     except torch.OutOfMemoryError:
         row["error"] = "out of memory"
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    except RuntimeError as e:  # e.g. a fused SDPA kernel refusing a shape ("nochunk")
+        row["error"] = str(e).splitlines()[0][:300]
         row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     model = fwd = opt = None  # free the GPU memory before the next config
     gc.collect()

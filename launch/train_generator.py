@@ -33,6 +33,7 @@ register()
 def run(cfg: DictConfig, interpolator: bool) -> None:
     accelerator, run_dir = setup_run(cfg)
     denoiser = setup_denoiser(cfg.model, cfg.train.gradient_checkpointing, compile_blocks=cfg.train.compile_blocks,
+                              compile_model=cfg.train.compile_model,
                               channels_last=cfg.train.channels_last, checkpoint_levels=cfg.train.checkpoint_levels)
     optimizer = setup_optimizer(cfg.optim, denoiser.parameters())
     scheduler = setup_lr_scheduler(cfg.optim, optimizer, cfg.train.max_steps, accelerator.num_processes)

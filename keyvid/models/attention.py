@@ -22,11 +22,36 @@ from torch import nn
 CrossAttentionWeights = Literal["upstream", "paper"]
 
 
+# The largest batch of sequences handed to one SDPA call. The temporal attentions see one sequence
+# per clip and latent pixel (batch x h x w: 98 304 for the small UNet at batch 256, 16x24 latents),
+# and CUDA's fused kernels put the batch on a grid axis limited to 65 535 blocks: at batch 256 the
+# cuDNN backward failed (``mha_graph.execute ... is_good()``) and flash gave "invalid argument"
+# (../shared/ENV_NOTES.md). Larger batches are split into equal chunks under this limit; the
+# result is the same (attention is independent per sequence). BENCHMARKS.md has the measurement.
+SDPA_MAX_BATCH = 65_535
+
+
+def sdpa_chunks(batch: int, limit: int = SDPA_MAX_BATCH) -> list[int]:
+    """Chunk sizes that split ``batch`` sequences into the fewest near-equal SDPA calls of at most ``limit``."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    n = -(-batch // limit)
+    return [batch // n + (i < batch % n) for i in range(n)] if batch else [0]
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` on "b h n d", split along b into ``sdpa_chunks`` calls."""
+    sizes = sdpa_chunks(q.shape[0], SDPA_MAX_BATCH)
+    if len(sizes) == 1:
+        return F.scaled_dot_product_attention(q, k, v)
+    parts = zip(q.split(sizes), k.split(sizes), v.split(sizes))
+    return torch.cat([F.scaled_dot_product_attention(*p) for p in parts])
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head softmax attention, scale dim_head**-0.5 as upstream: "b n (h d)" in and out."""
     q, k, v = (rearrange(z, "b n (h d) -> b h n d", h=heads) for z in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return rearrange(out, "b h n d -> b n (h d)")
+    return rearrange(sdpa(q, k, v), "b h n d -> b n (h d)")
 
 
 class FeedForward(nn.Module):

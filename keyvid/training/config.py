@@ -30,6 +30,8 @@ class TrainConfig:
     # generator/interpolator UNet: regional torch.compile (KeyframeUNet.compile_blocks) and
     # channels-last activations; 1.5x clips/s on an H100 (BENCHMARKS.md), minutes of compiling first
     compile_blocks: bool = False
+    # or torch.compile of the whole UNet: the small UNets are launch-bound (1.7x at batch 64 on an H200)
+    compile_model: bool = False
     channels_last: bool = False
     ema_decay: float = 0.0  # 0 disables EMA
     sample_every: int = 0  # generator/interpolator: a preview video every N steps (0: never)

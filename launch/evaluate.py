@@ -28,7 +28,8 @@ from keyvid.eval.protocol import (ProtocolClip, ProtocolSpec, generated_clip, im
                                   read_split, reference_clips, spec_for)
 from keyvid.eval.report import audio_onset_strength, motion_plot, print_table, write_tables
 from keyvid.eval.fidelity import clip_fidelity, pooled_fidelity, reference_stats
-from keyvid.eval.sync import sync_scores, video_peaks
+from keyvid.eval.av_align import av_align, clip_av_align
+from keyvid.eval.sync import SyncDetector, sync_scores, video_peaks
 
 
 class EvaluationError(RuntimeError):
@@ -149,6 +150,7 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
     if not match.ok and not cfg.allow_partial:  # names only: fail before any decoding
         raise EvaluationError(f"{run_dir}:\n  " + "\n  ".join(match.problems()))
     dev, gen, per_clip, peaks, impacts, rates = torch.device(cfg.device), {}, [], [], [], []
+    detector = SyncDetector(cfg.sync.detector, prominence=cfg.sync.prominence)
     for name in match.found:
         try:
             clip = generated_clip(run_dir / name, spec, name)
@@ -159,8 +161,10 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
         row = {"clip": name}
         if "fidelity" in cfg.metrics:
             row.update(clip_fidelity(clip.frames, ref[name]["fidelity"]))
+        if "av_align" in cfg.metrics:  # no truth needed: any clip with its audio
+            row["AV-Align"] = clip_av_align(clip.native_frames, clip.native_fps, clip.audio, clip.sample_rate)
         if "sync" in cfg.metrics and ref[name]["impacts"] is not None:
-            curve, p = video_peaks(clip.native_frames, prominence=cfg.sync.prominence)
+            curve, p = video_peaks(clip.native_frames, clip.native_fps, detector=detector)
             peaks.append(p), impacts.append(ref[name]["impacts"]), rates.append(clip.native_fps)
             if len(gen) <= cfg.num_plots:
                 onsets = audio_onset_strength(clip.audio, clip.sample_rate, len(curve), clip.native_fps)
@@ -190,8 +194,14 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
                 r["AlignSync"] = 100 * v
     if names and "fidelity" in cfg.metrics:  # every scored clip's row has its fidelity
         row.update({k: v for k, v in pooled_fidelity(per_clip).items() if not k.endswith("ci95")})
+    if names and "av_align" in cfg.metrics:
+        res = av_align([r["AV-Align"] for r in per_clip if "AV-Align" in r])
+        row.update({"AV-Align": res.score, "AV-Align-ci95": f"{res.ci95[0]:.3f}..{res.ci95[1]:.3f}"})
+        if res.num_undefined:
+            nets.notes.append(f"{label}: AV-Align undefined on {res.num_undefined} clips (no audio onset and no "
+                              "motion peak); left out of its mean")
     if peaks:
-        clip_scores, pooled = sync_scores(peaks, impacts, rates, cfg.sync.tolerance)
+        clip_scores, pooled = sync_scores(peaks, impacts, rates, cfg.sync.tolerance_s)
         row.update({"Sync-P": pooled.precision, "Sync-R": pooled.recall, "Sync-F1": pooled.f1,
                     "Sync-offset": pooled.mean_abs_offset_frames})
         synced = [r for r in per_clip if ref[r["clip"]]["impacts"] is not None and r["clip"] in gen]
@@ -232,7 +242,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         notes += [f"{label}: scored {row['clips']} of {len(videos) * spec.num_clips} expected clips "
                   f"({row['videos']} of {listed} listed videos{unusable})"] + [f"{label}: {p}" for p in problems]
         with (out_dir / f"per_clip_{label.replace('/', '_')}.csv").open("w", newline="") as f:
-            keys = ["clip", "RelSync", "AlignSync", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset",
+            keys = ["clip", "RelSync", "AlignSync", "AV-Align", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset",
                     "PSNR-0", "flicker", "flicker_ref"]
             writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()

@@ -158,7 +158,7 @@ for i in "${!TEST[@]}"; do
 done
 
 # 4. Score every folder with the weight-free sync score, then the keyframe-vs-uniform summary.
-$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync,fidelity] \
+$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync,av_align,fidelity] \
   mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
   || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
 # The localizers' AP@t on the test clips (the keyframe system's test-time keyframes come from them).

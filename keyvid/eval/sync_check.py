@@ -1,0 +1,106 @@
+"""Does a sync metric rank videos correctly? Each clip in five variants, every metric on each.
+
+Variants of a clip (``SHIFT_S`` = 1/3 s, 8 frames at 24 fps):
+
+``in_sync``      the clip as it is;
+``video_late``   the video delayed by SHIFT_S (its first frame held), audio and truth unchanged;
+``audio_late``   the audio delayed by SHIFT_S (silence first); the truth moves with the sound;
+``audio_early``  the audio advanced by SHIFT_S; the truth moves with it (events before 0 s drop);
+``frozen``       the first frame held for the whole clip.
+
+A metric that can be trusted scores ``in_sync`` above every shifted variant and those above
+``frozen`` on every family of footage. The truth-based score (``keyvid.eval.sync``) needs the
+impact times; AV-Align (``keyvid.eval.av_align``) needs none, so it also scores real clips.
+Intervals are 95 % bootstrap intervals over clips. ``bench/sync_metric_check.py`` runs it on the
+training renderer, the probe renderer at several sizes and frame rates, and ../shared/media.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keyvid.eval import av_align as ava
+from keyvid.eval.sync import DEFAULT_TOLERANCE_S, SyncDetector, score_videos
+
+SHIFT_S = 1 / 3
+VARIANTS = ("in_sync", "video_late", "audio_late", "audio_early", "frozen")
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # "t h w c" uint8
+    fps: float
+    wave: np.ndarray  # "n" float
+    sample_rate: int
+    impacts: list[float] | None  # s; None for real footage
+
+
+def variant(clip: Clip, name: str, shift_s: float = SHIFT_S) -> Clip:
+    """``clip`` as variant ``name`` (see the module docstring)."""
+    f, w = clip.frames, np.asarray(clip.wave, np.float32).reshape(-1)
+    d, s = int(round(shift_s * clip.fps)), int(round(shift_s * clip.sample_rate))
+    imp = None if clip.impacts is None else np.asarray(clip.impacts, np.float64)
+    dur = len(f) / clip.fps
+    if name == "in_sync":
+        return clip
+    if name == "video_late":
+        return Clip(np.concatenate([f[:1].repeat(d, 0), f[:-d]]), clip.fps, w, clip.sample_rate, clip.impacts)
+    if name == "frozen":
+        return Clip(f[:1].repeat(len(f), 0), clip.fps, w, clip.sample_rate, clip.impacts)
+    if name == "audio_late":
+        moved = None if imp is None else (imp + shift_s)[imp + shift_s < dur].tolist()
+        return Clip(f, clip.fps, np.concatenate([np.zeros(s, np.float32), w[:-s]]), clip.sample_rate, moved)
+    if name == "audio_early":
+        moved = None if imp is None else (imp - shift_s)[imp - shift_s >= 0].tolist()
+        return Clip(f, clip.fps, np.concatenate([w[s:], np.zeros(s, np.float32)]), clip.sample_rate, moved)
+    raise ValueError(f"unknown variant {name!r}; expected one of {VARIANTS}")
+
+
+def _pooled_f1(counts: np.ndarray) -> float:
+    pred_hit, num_pred, true_hit, num_true = counts.sum(axis=0)
+    r = true_hit / num_true if num_true else np.nan
+    p = pred_hit / num_pred if num_pred else np.nan
+    if r == 0:
+        return 0.0
+    return float(2 * p * r / (p + r)) if np.isfinite(p) and np.isfinite(r) and p + r > 0 else float("nan")
+
+
+def sync_f1(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(), tolerance_s: float = DEFAULT_TOLERANCE_S,
+            n_boot: int = 1000) -> tuple[float, tuple[float, float]]:
+    """Pooled truth-based Sync-F1 of clips and its bootstrap interval over clips."""
+    per, pooled, _ = score_videos([c.frames for c in clips], [c.impacts for c in clips], [c.fps for c in clips],
+                                  tolerance_s, detector)
+    counts = np.array([[np.nan_to_num(s.precision * s.num_peaks), s.num_peaks,
+                        np.nan_to_num(s.recall * s.num_impacts), s.num_impacts] for s in per], np.float64)
+    rng = np.random.default_rng(0)
+    boots = [_pooled_f1(counts[rng.integers(0, len(per), len(per))]) for _ in range(n_boot)]
+    boots = np.asarray([b for b in boots if np.isfinite(b)])
+    ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots.size else (np.nan, np.nan)
+    return float(pooled.f1), ci
+
+
+def check_family(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(),
+                 tolerance_s: float = DEFAULT_TOLERANCE_S, flow: str = "farneback",
+                 variants: Sequence[str] = VARIANTS) -> dict[str, dict[str, tuple]]:
+    """{variant: {"Sync-F1": (value, ci), "AV-Align": (value, ci, clips scored)}} for one family."""
+    out = {}
+    for name in variants:
+        vs = [variant(c, name) for c in clips]
+        row = {}
+        if all(c.impacts is not None for c in vs):
+            row["Sync-F1"] = sync_f1(vs, detector, tolerance_s)
+        scores = [ava.clip_av_align(c.frames, c.fps, c.wave, c.sample_rate, flow) for c in vs]
+        res = ava.av_align(scores)
+        row["AV-Align"] = (res.score, res.ci95, res.num_clips)
+        out[name] = row
+    return out
+
+
+def ordered(result: dict[str, dict[str, tuple]], metric: str) -> bool:
+    """in_sync above every shifted variant, and every shifted variant above frozen."""
+    v = {k: r[metric][0] for k, r in result.items() if metric in r}
+    shifted = [v[k] for k in ("video_late", "audio_late", "audio_early") if k in v]
+    return all(v["in_sync"] > s for s in shifted) and all(s > v.get("frozen", -np.inf) for s in shifted)

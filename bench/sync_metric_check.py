@@ -29,9 +29,10 @@ from keyvid.eval.sync_check import VARIANTS, Clip, check_family, ordered, sync_f
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 PROBES = {  # name: (spec, seed)
-    "probe 180x240 30 fps, pan 30 px/s": (ProbeSpec(), 0),
-    "probe 144x256 25 fps, pan 60 px/s": (ProbeSpec(height=144, width=256, fps=25.0, pan=60.0), 1),
-    "probe 270x480 15 fps, pan 45 px/s": (ProbeSpec(height=270, width=480, fps=15.0, pan=45.0), 2),
+    # seeds 10-12: not the clips the robust detector was chosen on (seeds 0-2; docs/evaluation.md)
+    "probe 180x240 30 fps, pan 30 px/s": (ProbeSpec(), 10),
+    "probe 144x256 25 fps, pan 60 px/s": (ProbeSpec(height=144, width=256, fps=25.0, pan=60.0), 11),
+    "probe 270x480 15 fps, pan 45 px/s": (ProbeSpec(height=270, width=480, fps=15.0, pan=45.0), 12),
 }
 
 
@@ -45,7 +46,7 @@ def _round_trip(tmp: Path, name: str, frames, fps, wave, sr, impacts) -> Clip:
 def families(num: int, tmp: Path) -> dict[str, list[Clip]]:
     fams = {"training renderer 96x128 24 fps": []}
     for i in range(num):
-        frames, wave, truth = make_clip(i, 5, ClipSpec(height=96, width=128))
+        frames, wave, truth = make_clip(i, 9, ClipSpec(height=96, width=128))  # seed 5 was the grid's
         fams["training renderer 96x128 24 fps"].append(
             _round_trip(tmp, f"train{i}", frames, 24.0, wave, 16000, truth.impact_times))
     for label, (spec, seed) in PROBES.items():

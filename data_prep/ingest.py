@@ -18,6 +18,7 @@ A video that cannot become a sample (unreadable, no audio, shorter than one wind
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -126,7 +127,15 @@ def list_videos(root: str | Path, layout: str = "avsyncd", split: str = "train")
 
 
 def sample_key(source_id: str, window: int) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", source_id) + f"_w{window:03d}"
+    """WebDataset key of window ``window`` of a clip: unique and stable per (source id, window).
+
+    The readable part keeps ``[A-Za-z0-9_-]`` (WebDataset splits member names at the first dot) and
+    at most 80 characters; 8 hex digits of the SHA-1 of the full source id keep names that sanitise
+    alike apart (``a.b`` / ``a_b``, ``é`` / ``ñ``). Before, both went into one tar under one key and
+    the shard could no longer be read ("duplicate file name in tar file").
+    """
+    digest = hashlib.sha1(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', source_id)[:80]}-{digest}_w{window:03d}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,6 +73,17 @@ def shard_name(split: str, shard: int) -> str:
 def shard_plan(records: list[VideoRecord], videos_per_shard: int) -> list[list[VideoRecord]]:
     if videos_per_shard < 1:
         raise ValueError(f"videos_per_shard={videos_per_shard} must be at least 1")
+    seen: dict[str, str] = {}
+    dups = []
+    for r in records:  # one source id listed twice would write two samples under one key
+        sid = getattr(r, "source_id", None)
+        if sid is not None and sid in seen:
+            dups.append(f"{sid} ({seen[sid]} and {r.path})")
+        if sid is not None:
+            seen.setdefault(sid, str(r.path))
+    if dups:
+        raise ValueError(f"{len(dups)} duplicate source ids in the video list (fix the split file): "
+                         + "; ".join(dups[:5]))
     return [records[i : i + videos_per_shard] for i in range(0, len(records), videos_per_shard)]
 
 

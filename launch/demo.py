@@ -93,7 +93,7 @@ def main(cfg: DictConfig) -> None:
     generate_test_videos(cfg, data, runs, out)
     print("[6/6] evaluation: motion peaks of the generated videos against the true impact times")
     job("evaluate.py", f"generated={out / 'generated'}", f"reference={data}", "dataset=synthetic",
-        "metrics=[sync]", "mode=frames48", "num_clips=1", "allow_partial=true", f"out_dir={out / 'eval'}")
+        "metrics=[sync,av_align,fidelity]", "mode=frames48", "num_clips=1", "allow_partial=true", f"out_dir={out / 'eval'}")
     print((out / "eval" / "scores.md").read_text())
     print(f"done: {out} (keyframes/*.png, generated/, pipeline/, eval/)")
 

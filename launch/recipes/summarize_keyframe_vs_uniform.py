@@ -147,7 +147,9 @@ def summarize(out: Path) -> dict:
                "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in SYNC_METRICS},
                "intervals": {row["run"]: clip_intervals(eval_dir, row["run"].replace("/", "_")) for row in rows}}
     ceiling = {r["run"]: _float(r.get("Sync-F1")) for r in rows}.get("vae_round_trip", math.nan)
-    summary["f1_over_round_trip"] = {r["run"]: _float(r.get("Sync-F1")) / ceiling for r in rows}
+    # NaN when the ceiling is 0 (a smoke run's three tiny clips can have no detected event at all)
+    summary["f1_over_round_trip"] = {r["run"]: _float(r.get("Sync-F1")) / ceiling if ceiling else math.nan
+                                     for r in rows}
     summary["localizer_ap"] = {f.stem.split("_s")[-1]: json.loads(f.read_text())["ap"]
                                for f in sorted(eval_dir.glob("localizer_s*.json"))}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -56,10 +56,13 @@ def test_deterministic_under_seed(urls):
     a, b = _all(make_dataset(urls, seed=1, shuffle_buffer=4)), _all(make_dataset(urls, seed=1, shuffle_buffer=4))
     for x, y in zip(a, b):
         assert torch.equal(x["frame_idx"], y["frame_idx"]) and torch.equal(x["video"], y["video"])
-    # with few peaks Algorithm 1 has little to choose from; the mixed coin shows the seed is used
-    draws = {tuple(s["frame_idx"].tolist()) for seed in range(4)
-             for s in make_dataset(urls, seed=seed, sampling="mixed", keyframe_ratio=0.5)}
-    assert len(draws) > 5
+    # with few peaks Algorithm 1 has little to choose from; the mixed coin shows the seed is used:
+    # some clip gets different frames under different seeds (keyframes under one, uniform under another)
+    draws: dict[str, set] = {}
+    for seed in range(4):
+        for s in make_dataset(urls, seed=seed, sampling="mixed", keyframe_ratio=0.5):
+            draws.setdefault(s["key"], set()).add(tuple(s["frame_idx"].tolist()))
+    assert max(len(v) for v in draws.values()) == 2
 
 
 def test_uniform_and_mixed_sampling(urls):
@@ -120,3 +123,30 @@ def test_resampled_stream_is_infinite_and_seeded(urls):
     a = [s["key"] for s in islice(make_dataset(urls, resampled=True, seed=0, shuffle_buffer=4), 12)]
     b = [s["key"] for s in islice(make_dataset(urls, resampled=True, seed=0, shuffle_buffer=4), 12)]
     assert len(a) == 12 and a == b
+
+
+def test_unreadable_shard_data_is_skipped_and_counted(urls, tmp_path):
+    import io
+    import tarfile
+
+    good = _all(make_dataset(urls, seed=0))
+    # a shard holding one sample's members twice (what colliding keys wrote) and a truncated shard
+    from braceexpand import braceexpand
+
+    src = next(iter(braceexpand(urls)))
+    with tarfile.open(src) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    dup = tmp_path / "dup.tar"
+    with tarfile.open(dup, "w") as out:
+        first = members[0][0].name.split(".")[0]
+        mine = [(m, d) for m, d in members if m.name.startswith(first + ".")]
+        for m, data in mine + mine + [(m, d) for m, d in members if not m.name.startswith(first + ".")]:
+            out.addfile(m, io.BytesIO(data))
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(dup.read_bytes()[:1500])
+    ds = make_dataset([str(dup), str(cut)], seed=0)
+    got = list(ds)
+    assert ds.shard_errors.count >= 2 and len(got) >= 1
+    assert {s["key"] for s in got} <= {s["key"] for s in good}
+    with pytest.raises(Exception):
+        list(make_dataset([str(dup)], seed=0, on_error="raise"))

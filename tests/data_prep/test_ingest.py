@@ -129,9 +129,18 @@ def test_list_videos_avsyncd(tmp_path):
     r = train[0]
     assert r.label == "bouncing_ball" and r.caption == "bouncing ball"
     assert r.source_id == "bouncing_ball/bouncing_ball_0_00000"
-    assert sample_key(r.source_id, 2) == "bouncing_ball_bouncing_ball_0_00000_w002"
+    assert sample_key(r.source_id, 2) == "bouncing_ball_bouncing_ball_0_00000-5be0a30b_w002"
     with pytest.raises(FileNotFoundError, match="val.txt"):
         list_videos(root, "avsyncd", "val")
+
+
+def test_sample_keys_of_names_that_sanitise_alike_differ():
+    # before: "a.b" and "a_b" (and any two same-length non-Latin names) got one key, and the shard
+    # holding both could not be read ("duplicate file name in tar file")
+    names = ["a.b", "a_b", "é", "ñ", "日本", "中国", "x" * 200, "x" * 199 + "y"]
+    keys = [sample_key(n, 0) for n in names]
+    assert len(set(keys)) == len(keys) and all("." not in k and len(k) <= 100 for k in keys)
+    assert sample_key("a.b", 3) == sample_key("a.b", 3) != sample_key("a.b", 4)
 
 
 def test_list_videos_folder(tmp_path):

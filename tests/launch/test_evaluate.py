@@ -45,6 +45,7 @@ def test_scores_true_clips_with_every_metric(dataset, tmp_path):
     assert float(row["RelSync"]) == pytest.approx(50.0)  # ground truth against itself
     assert 0 < float(row["AlignSync"]) <= 50.0
     assert float(row["Sync-F1"]) >= 0.8 and float(row["Sync-R"]) >= 0.8
+    assert 0 < float(row["AV-Align"]) <= 1 and 0.3 < float(row["AV-Align-events"]) <= 1  # real clips' own audio
     md = (tmp_path / "scores.md").read_text()
     assert "random weights" in md and "scored 9 of 9 expected clips (3 of 3 listed videos)" in md
     assert len(list((tmp_path / "plots").rglob("*.png"))) == 2
@@ -64,7 +65,7 @@ def test_missing_clip_fails_unless_partial(dataset, tmp_path):
     assert res.returncode != 0
     assert f"missing clip: {name}" in res.stderr and "extra file: stray_clip-0.mp4" in res.stderr
     res = _run(f"generated={partial}", f"reference={data}", "dataset=synthetic", f"out_dir={tmp_path / 'b'}",
-               "allow_partial=true", "weights.inception=null")
+               "allow_partial=true", "weights.inception=null", "weights.i3d=null")
     assert res.returncode == 0, res.stderr
     (row,) = _rows(tmp_path / "b" / "scores.csv")
     assert row["clips"] == "8" and row["videos"] == "3" and row["FID"] == ""

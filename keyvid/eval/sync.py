@@ -23,9 +23,10 @@ Two event detectors (``SyncDetector``; ``sync.detector`` in conf/evaluate.yaml):
     no camera compensation, scaled as ``(M - median(M)) / max(M)``, moving average of 5 frames,
     ``find_peaks(distance=5, prominence=0.1)`` in frames (``keyvid.data.keyframes.detect_keypoints``).
 
-On footage from a second renderer (``data_prep.probe_scenes``: camera pans, other shapes, sizes
-and frame rates) the legacy detector scored in-sync 0.32 and video-late 0.26; the robust one orders
-every family correctly with in-sync near 0.7-0.8 (docs/evaluation.md, "Sync metric check").
+On held-out footage from a second renderer (``data_prep.probe_scenes``: camera pans, other shapes,
+sizes and frame rates) the robust detector orders in-sync > shifted > frozen on every family, with
+in-sync 0.51-0.74 against the legacy detector's 0.26-0.33 (0.96 vs 0.61 on the training renderer);
+docs/evaluation.md, "Sync metric check", has the table and what still limits it.
 
 Matching is in time: a peak at frame ``k`` is at ``k / fps`` s; it matches a true impact within
 ``tolerance_s`` (default 0.1 s, 2.4 frames at 24 fps), nearest neighbour with no one-to-one

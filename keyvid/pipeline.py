@@ -30,6 +30,8 @@ sample's output therefore does not depend on what else is in the batch.
 
 from __future__ import annotations
 
+import warnings
+
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,6 +139,21 @@ def prepare_image(image: Image.Image | np.ndarray | str | Path, height: int, wid
     image = image.crop((left, top, left + width, top + height))
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
     return pixels / 127.5 - 1.0
+
+
+SILENCE_PEAK = 1e-4  # |sample| below this everywhere: nothing for the motion to follow
+
+
+def _warn_odd_audio(wave, sample_rate: int, index: int) -> None:
+    """Warn (not fail) where the video will not be what the audio asked for: short or silent audio."""
+    w = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave)
+    seconds = w.shape[-1] / float(sample_rate)
+    if seconds < 2.0:
+        warnings.warn(f"audio {index}: {seconds:.2f} s is shorter than the 2 s video; the rest of the video "
+                      "follows padding, not sound (ImageBind's mel pads with a flat spectrum)", stacklevel=3)
+    if w.size and np.issubdtype(w.dtype, np.floating) and np.nanmax(np.abs(w)) < SILENCE_PEAK:
+        warnings.warn(f"audio {index} is silent (peak below {SILENCE_PEAK:g}): the motion has no sound to "
+                      "follow", stacklevel=3)
 
 
 def _as_list(x, batch: int | None, what: str) -> list:
@@ -501,6 +518,8 @@ class KeyVIDPipeline:
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         dev = self.device
 
+        for i, (w, r) in enumerate(zip(waves, rates)):
+            _warn_odd_audio(w, r, i)
         pixels = torch.stack([prepare_image(im, self.height, self.width) for im in images]).to(dev)
         mel = torch.stack([waveform_to_mel(w, r) for w, r in zip(waves, rates)]).to(dev)  # "b 1 128 204"
 

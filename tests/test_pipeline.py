@@ -78,8 +78,13 @@ def test_batch_seeds_and_odd_inputs(pipe):
     rgba = Image.fromarray(_image(2, (30, 30, 4)), "RGBA")
     silent_short = np.zeros(5000, np.float32)  # 0.3 s of silence at 16 kHz
     stereo_44k = np.stack([_impacts(3, 2.5)[0]] * 2)[:, : 44100 * 2]
-    out = pipe([rgba, rgba, gray], [stereo_44k, stereo_44k, silent_short], [44100, 44100, SR], ["text", "text", ""],
-               seed=[5, 6, 5], steps=1)
+    with pytest.warns(UserWarning) as caught:
+        out = pipe([rgba, rgba, gray], [stereo_44k, stereo_44k, silent_short], [44100, 44100, SR],
+                   ["text", "text", ""], seed=[5, 6, 5], steps=1)
+    messages = [str(w.message) for w in caught]
+    assert any("audio 2: 0.31 s is shorter than the 2 s video" in m for m in messages), messages
+    assert any("audio 0: 0.91 s is shorter" in m for m in messages)  # 40 000 samples declared as 44.1 kHz
+    assert [m for m in messages if "silent" in m] == [m for m in messages if m.startswith("audio 2 is silent")] != []
     assert out.frames.shape[:2] == (3, 48) and out.keyframes.shape == (3, 12)
     assert np.abs(out.frames[0].astype(int) - out.frames[1]).max() > 0  # the seed matters
     single = pipe(rgba, stereo_44k, 44100, "text", seed=6, steps=1)

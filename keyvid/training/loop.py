@@ -22,6 +22,47 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class Preempted(RuntimeError):
+    """Raised after the checkpoint a stop signal (SIGTERM, SIGUSR1) asked for has been saved."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated job
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # SLURM: scancel / preemption, and `#SBATCH --signal=USR1@120`
+
+
+class StopRequest:
+    """Notes a stop signal instead of dying mid-step; ``train_loop`` then checkpoints and stops.
+
+    Installed only in the main thread (Python delivers signals there); previous handlers come back
+    on ``restore``.
+    """
+
+    def __init__(self, signals=STOP_SIGNALS):
+        import signal
+        import threading
+
+        self.requested, self.signal_name, self._old = False, None, {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in signals:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+
+    def restore(self):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
 def train_loop(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -49,7 +90,21 @@ def train_loop(
     after its step-k save: with model, optimizer and RNG restored, the losses continue unchanged.
     """
     model.train()
+    stop = StopRequest()
+    try:
+        return _loop(accelerator, model, optimizer, lr_scheduler, make_batches, loss_step, state, stop,
+                     max_steps=max_steps, ckpt_dir=ckpt_dir, save_every=save_every, keep_last=keep_last,
+                     log_every=log_every, max_grad_norm=max_grad_norm, ema=ema, batch_size=batch_size,
+                     max_nonfinite_in_row=max_nonfinite_in_row, on_step=on_step)
+    finally:
+        stop.restore()
+
+
+def _loop(accelerator, model, optimizer, lr_scheduler, make_batches, loss_step, state, stop, *, max_steps,
+          ckpt_dir, save_every, keep_last, log_every, max_grad_norm, ema, batch_size, max_nonfinite_in_row,
+          on_step):
     batches = make_batches(state.step)
+    stop_everywhere = False
     bad_in_row = 0
     t0, seen0 = time.perf_counter(), state.samples_seen
     data_wait = 0.0  # seconds spent waiting for batches since the last log line
@@ -61,7 +116,10 @@ def train_loop(
             loss, logs = loss_step(batch)
             # One collective gives both the logged mean loss and the skip decision: a NaN/inf on any
             # rank makes the mean non-finite, so every rank skips together (or DDP/DeepSpeed would hang).
-            mean_loss = accelerator.reduce(loss.detach().float().reshape(1).clone(), "mean").item()
+            # The same collective carries the stop request, so every rank stops after the same step.
+            flags = torch.stack([loss.detach().float().reshape(()), loss.new_tensor(float(stop.requested))])
+            mean_loss, stop_mean = accelerator.reduce(flags.float(), "mean").tolist()
+            stop_everywhere = stop_everywhere or stop_mean > 0
             if not math.isfinite(mean_loss):
                 state.skipped_nonfinite += 1
                 bad_in_row += 1
@@ -98,8 +156,11 @@ def train_loop(
                 f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}" for k, v in logs.items()))
         if on_step is not None:
             on_step(state.step, batch)  # e.g. sample previews; called on every rank
-        if state.step % save_every == 0 or state.step == max_steps:
+        if state.step % save_every == 0 or state.step == max_steps or stop_everywhere:
             save_checkpoint(accelerator, ckpt_dir, state.step, keep_last)
+            if stop_everywhere and state.step < max_steps:
+                raise Preempted(f"stop signal ({stop.signal_name or 'on another rank'}) at step {state.step}: "
+                                f"checkpoint saved in {ckpt_dir}; rerun with train.resume=auto to continue")
             if state.step < max_steps:
                 batches = make_batches(state.step)
     return state

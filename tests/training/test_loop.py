@@ -100,3 +100,23 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
                    max_steps=6, ckpt_dir=tmp_path, save_every=2, log_every=1)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2"]  # what resume=auto picks
     assert (tmp_path / "checkpoint-4.tmp").exists() and not (tmp_path / "checkpoint-4").exists()
+
+
+def test_time_limit_checkpoints_and_ends_the_run_normally(tmp_path):
+    acc = Accelerator(cpu=True, log_with=None)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    state = TrainState()
+
+    def make_batches(step):
+        while True:
+            yield {"x": torch.ones(2, 2), "key": ["a", "b"]}
+
+    # a limit of 0 minutes is past after the first step: no exception, the step is checkpointed
+    train_loop(acc, model, opt, sched, make_batches, lambda b: (model(b["x"]).pow(2).mean(), {}), state,
+               max_steps=50, ckpt_dir=tmp_path, save_every=100, log_every=100, time_limit_minutes=0.0)
+    assert state.step == 1
+    from keyvid.training.checkpoint import latest_checkpoint
+    assert latest_checkpoint(tmp_path).name == "checkpoint-1"

@@ -21,6 +21,10 @@ import numpy as np
 
 COLUMNS = ("run", "videos", "clips", "FID", "FVD", "AlignSync", "RelSync", "AV-Align", "AV-Align-events",
            "Sync-P", "Sync-R", "Sync-F1", "Sync-offset", "PSNR-0", "Flicker")
+HEADINGS = {"FID": "FID↓", "FVD": "FVD↓", "AlignSync": "AlignSync↑", "RelSync": "RelSync↑",
+            "AV-Align": "AV-Align↑", "AV-Align-events": "AV-Align (events)↑", "Sync-P": "Sync-P↑",
+            "Sync-R": "Sync-R↑", "Sync-F1": "Sync-F1↑", "Sync-offset": "Sync offset (frames)↓",
+            "PSNR-0": "frame-0 PSNR (dB)↑", "Flicker": "flicker ratio"}
 _DIGITS = {"FID": 2, "FVD": 1, "AlignSync": 2, "RelSync": 2, "AV-Align": 3, "AV-Align-events": 3,
            "Sync-P": 3, "Sync-R": 3, "Sync-F1": 3,
            "Sync-offset": 2, "PSNR-0": 2, "Flicker": 2}
@@ -50,8 +54,7 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, notes: Sequence[str]
 
 
 def markdown_table(rows: Sequence[dict], notes: Sequence[str] = (), title: str = "") -> str:
-    head = ["run", "videos", "clips", "FID↓", "FVD↓", "AlignSync↑", "RelSync↑",
-            "Sync-P↑", "Sync-R↑", "Sync-F1↑", "Sync offset (frames)↓", "frame-0 PSNR (dB)↑", "flicker ratio"]
+    head = [HEADINGS.get(k, k) for k in COLUMNS]  # one heading per column, so the two cannot drift apart
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:

@@ -140,16 +140,20 @@ def prepare_image(image: Image.Image | np.ndarray | str | Path, height: int, wid
     return pixels / 127.5 - 1.0
 
 
+LONG_AUDIO_SLACK_S = 0.1  # a clip cut at 2.05 s is not worth a warning
 SILENCE_PEAK = 1e-4  # |sample| below this everywhere: nothing for the motion to follow
 
 
 def _warn_odd_audio(wave, sample_rate: int, index: int) -> None:
-    """Warn (not fail) where the video will not be what the audio asked for: short or silent audio."""
+    """Warn (not fail) where the video will not be what the audio asked for: short, long or silent audio."""
     w = np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave)
     seconds = w.shape[-1] / float(sample_rate)
     if seconds < 2.0:
         warnings.warn(f"audio {index}: {seconds:.2f} s is shorter than the 2 s video; the rest of the video "
                       "follows padding, not sound (ImageBind's mel pads with a flat spectrum)", stacklevel=3)
+    if seconds > 2.0 + LONG_AUDIO_SLACK_S:
+        warnings.warn(f"audio {index}: {seconds:.2f} s is longer than the 2 s video; only its first 2 s are used",
+                      stacklevel=3)
     if w.size and np.issubdtype(w.dtype, np.floating) and np.nanmax(np.abs(w)) < SILENCE_PEAK:
         warnings.warn(f"audio {index} is silent (peak below {SILENCE_PEAK:g}): the motion has no sound to "
                       "follow", stacklevel=3)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +190,10 @@ def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int
 
 def run(cfg: DictConfig, out: Path) -> list[Path]:
     pairs = setup_inputs(cfg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"out_dir {out} cannot be created: {err.strerror or err}") from err
     pipe = setup_pipeline(str(cfg.pipeline), str(cfg.device), bool(cfg.compile))
     record_run(out, OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.round_trip:
@@ -219,10 +225,22 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
     return videos
 
 
+def check_out_dir(argv: list[str]) -> None:
+    """Hydra creates ``out_dir`` (its run dir) before ``main`` runs, and fails there with a traceback:
+    check an ``out_dir=`` override first and exit with one line naming it."""
+    for arg in argv:
+        if arg.startswith("out_dir="):
+            path = Path(arg.split("=", 1)[1].strip("'\""))
+            parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise SystemExit(f"out_dir {path} cannot be created: {parent} is not a writable folder")
+
+
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
+    check_out_dir(sys.argv[1:])
     main()

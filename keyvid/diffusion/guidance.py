@@ -18,6 +18,7 @@ eps = sqrt(a) v + sqrt(1-a) x_t is affine in v, this equals Eq. 4 written on eps
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -97,6 +98,12 @@ class GuidanceScales:
     img: float = 2.0
     txt: float = 7.5
     aud: float = 7.5
+
+    def __post_init__(self):
+        for name in ("img", "txt", "aud"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"guidance scale {name} must be a finite number, got {value!r}")
 
 
 def guidance_branches(cond: Conditioning, null_conds: Mapping[str, torch.Tensor]) -> Conditioning:

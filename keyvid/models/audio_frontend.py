@@ -78,7 +78,11 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise ValueError(f"{path} is not a readable audio file: {err}") from err
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise ValueError(f"{path}: the audio stream decoded to no samples")
-    return torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32)), rate
+    wave = np.concatenate(chunks, axis=1).astype(np.float32)
+    if not np.isfinite(wave).all():
+        bad = int((~np.isfinite(wave)).sum())
+        raise ValueError(f"{path}: {bad} NaN or infinite audio samples (first at {np.argwhere(~np.isfinite(wave))[0][1] / rate:.3f} s)")
+    return torch.from_numpy(wave), rate
 
 
 def _as_channels_first(waveform: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -16,6 +16,8 @@ nothing is downloaded. Each class is a frozen nn.Module in eval mode that stays 
 
 from __future__ import annotations
 
+import warnings
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -224,6 +226,10 @@ class FrozenCLIPTextEncoder(_Frozen):
         enc = self.tokenizer(
             list(texts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         )
+        for i, (text, kept) in enumerate(zip(texts, enc.attention_mask.sum(1).tolist())):
+            if kept >= self.max_length and len(self.tokenizer(text).input_ids) > self.max_length:
+                warnings.warn(f"text {i} ({len(text)} characters) is longer than CLIP's {self.max_length} tokens; "
+                              f"only its start is used: {text[:40]!r}...", stacklevel=2)
         # open_clip.tokenize fills after the end token with id 0 ("!"), whatever the HF tokenizer's pad
         # token is (laion's is <|endoftext|>); padded positions reach cross-attention, so match it.
         return enc.input_ids.masked_fill(enc.attention_mask == 0, 0)

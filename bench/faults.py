@@ -208,6 +208,280 @@ def kill_table(rows: list[dict], save_every: int) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- 2. numerical faults
+
+
+def numeric_table(work: Path) -> tuple[str, bool]:
+    """NaN losses (1 step; 5 in a row) and a disk-full error mid-save, in the shared train_loop."""
+    import errno
+    import itertools
+
+    import torch
+    from accelerate import Accelerator
+
+    from keyvid.training.checkpoint import list_checkpoints
+    from keyvid.training.loop import NonFiniteLoss, train_loop
+    from keyvid.training.state import TrainState
+
+    def setup():
+        acc = Accelerator(cpu=True, log_with=None)
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        model, opt, sched = acc.prepare(model, opt, sched)
+        return acc, model, opt, sched
+
+    def batches(step):
+        while True:
+            yield {"x": torch.ones(2, 2), "key": ["a", "b"]}
+
+    rows, ok = [], True
+    for name, nan_calls in (("NaN loss at 1 step", {3}), ("NaN loss 5 steps in a row", {3, 4, 5, 6, 7})):
+        d = work / name.replace(" ", "_")
+        shutil.rmtree(d, ignore_errors=True)
+        acc, model, opt, sched = setup()
+        state, calls = TrainState(), itertools.count()
+
+        def loss_step(b, model=model, calls=calls, nan_calls=nan_calls):
+            loss = model(b["x"]).pow(2).mean()
+            return (loss * float("nan") if next(calls) in nan_calls else loss), {}
+
+        try:
+            train_loop(acc, model, opt, sched, batches, loss_step, state, max_steps=8, ckpt_dir=d, save_every=2,
+                       log_every=100)
+            outcome = f"finished {state.step} steps, {state.skipped_nonfinite} skipped"
+            passed = len(nan_calls) == 1 and state.step == 8 and state.skipped_nonfinite == 1
+        except NonFiniteLoss as e:
+            last = list_checkpoints(d)[-1]
+            acc2, model2, opt2, sched2 = setup()
+            acc2.load_state(str(last))
+            finite = all(torch.isfinite(p).all() for p in model2.parameters())
+            outcome = f"aborted: {str(e)[:70]}...; {last.name} loads, weights finite: {finite}"
+            passed = len(nan_calls) == 5 and finite
+        ok &= passed
+        rows.append(f"| {name} | {outcome} | {'yes' if passed else '**NO**'} |")
+    d = work / "disk_full"
+    shutil.rmtree(d, ignore_errors=True)
+    acc, model, opt, sched = setup()
+    real_save = acc.save_state
+
+    def save_state(path, *a, **k):  # the second save writes its files, then the disk is full
+        real_save(path, *a, **k)
+        if path.endswith("checkpoint-4.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    acc.save_state = save_state
+    try:
+        train_loop(acc, model, opt, sched, batches, lambda b: (model(b["x"]).pow(2).mean(), {}), TrainState(),
+                   max_steps=6, ckpt_dir=d, save_every=2, log_every=100)
+        picked, passed = "the run did not stop", False
+    except OSError:
+        found = [p.name for p in list_checkpoints(d)]
+        picked, passed = f"stopped with the OSError; complete checkpoints {found}, resume=auto picks {found[-1]}", found == ["checkpoint-2"]
+    ok &= passed
+    rows.append(f"| disk full (ENOSPC) during the step-4 save | {picked} | {'yes' if passed else '**NO**'} |")
+    return "| fault | outcome | ok |\n|---|---|---|\n" + "\n".join(rows), ok
+
+
+# ------------------------------------------------------------------------------ 3. a hostile corpus
+
+
+def _clip(spec_hw=(64, 96), fps=24.0, seconds=2.2, index=0):
+    from data_prep.synthetic import ClipSpec, make_clip
+
+    frames, audio, _ = make_clip(index, 5, ClipSpec(spec_hw[0], spec_hw[1], fps, seconds, 16000))
+    return frames, audio
+
+
+def _write_raw(path: Path, frames, fps, audio=None, codec="ffv1", fmt="matroska", pts=None, rotate=None):
+    """Write with PyAV directly: other codecs, odd sizes, variable frame rate, rotation metadata."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format=fmt) as out:
+        vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        vs.width, vs.height = frames.shape[2], frames.shape[1]
+        vs.pix_fmt = "yuv444p" if codec == "libx264" and frames.shape[1] % 2 else ("yuv420p" if codec == "libx264" else "yuv444p")
+        if rotate is not None:
+            vs.metadata["rotate"] = str(rotate)
+        if pts is not None:
+            vs.time_base = Fraction(1, 1000)
+        if audio is not None:
+            a = out.add_stream("pcm_s16le" if fmt == "matroska" else "aac", rate=16000)
+            a.layout = "mono"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts is not None:
+                vf.pts, vf.time_base = int(pts[i] * 1000), Fraction(1, 1000)
+            for pkt in vs.encode(vf):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+        if audio is not None:
+            fmt_a = "s16" if fmt == "matroska" else "fltp"
+            mono = np.asarray(audio, np.float32).reshape(1, -1)
+            data = (np.clip(mono, -1, 1) * 32767).astype(np.int16) if fmt_a == "s16" else mono
+            af = av.AudioFrame.from_ndarray(data, format=fmt_a, layout="mono")
+            af.sample_rate, af.pts = 16000, 0
+            for pkt in a.encode(af):
+                out.mux(pkt)
+            for pkt in a.encode(None):
+                out.mux(pkt)
+    return path
+
+
+def hostile_corpus(root: Path, short: bool = False) -> dict[str, str]:
+    """Files -> expected outcome: "sharded", "rejected", or "either" (decodable with damage)."""
+    import numpy as np
+
+    from keyvid.data.io import write_av
+
+    root.mkdir(parents=True, exist_ok=True)
+    want = {}
+
+    def good(name, hw=(64, 96), fps=24.0, seconds=2.2, index=0, **raw):
+        frames, audio = _clip(hw, fps, seconds, index)
+        path = root / name
+        if raw or hw[0] % 2 or hw[1] % 2:
+            _write_raw(path, frames, fps, audio, **raw)
+        else:
+            write_av(path, frames, fps, audio, 16000)
+        return path
+
+    for i in range(6 if short else 10):
+        good(f"good_{i}.mp4", index=i)
+        want[f"good_{i}.mp4"] = "sharded"
+    want |= {"a.b.mp4": "sharded", "a_b.mp4": "sharded", "é.mp4": "sharded", "ñ.mp4": "sharded",
+             "x" * 200 + ".mp4": "sharded", "portrait.mp4": "sharded", "odd_97x63.mkv": "sharded",
+             "fps_1.mp4": "sharded", "fps_120.mp4": "sharded", "vfr.mp4": "sharded", "rotated.mp4": "sharded"}
+    for j, name in enumerate(["a.b.mp4", "a_b.mp4", "é.mp4", "ñ.mp4", "x" * 200 + ".mp4"]):
+        good(name, index=20 + j)
+    good("portrait.mp4", hw=(96, 64), index=30)
+    good("odd_97x63.mkv", hw=(63, 97), index=31)
+    good("fps_1.mp4", fps=1.0, seconds=3.0, index=32)
+    good("fps_120.mp4", fps=120.0, index=33)
+    frames, audio = _clip(index=34, seconds=2.3)
+    t = np.cumsum(np.where(np.arange(len(frames)) % 2, 1 / 30, 1 / 20))
+    _write_raw(root / "vfr.mp4", frames, 24.0, audio, codec="libx264", fmt="mp4", pts=t - t[0])
+    good("rotated.mp4", index=35, codec="libx264", fmt="mp4", rotate=90)
+    if not short:
+        good("uhd_4k.mp4", hw=(2160, 3840), seconds=2.1, index=36)
+        want["uhd_4k.mp4"] = "sharded"
+    # bad files
+    src = (root / "good_0.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(src[: len(src) // 3])
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is not a video\n")
+    corrupt = bytearray(src)
+    mid = len(corrupt) // 2
+    corrupt[mid: mid + 2000] = bytes(2000)
+    (root / "corrupt_middle.mp4").write_bytes(bytes(corrupt))
+    frames, audio = _clip(index=40)
+    write_av(root / "video_only.mp4", frames, 24.0, None)
+    import av
+
+    with av.open(str(root / "audio_only.m4a"), "w", format="mp4") as out:
+        a = out.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        af = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32).reshape(1, -1), format="fltp", layout="mono")
+        af.sample_rate, af.pts = 16000, 0
+        for pkt in list(a.encode(af)) + list(a.encode(None)):
+            out.mux(pkt)
+    good("short_1s.mp4", seconds=1.0, index=41)
+    (root / "loop").mkdir(exist_ok=True)
+    if not (root / "loop" / "self.mp4").is_symlink():
+        (root / "loop" / "self.mp4").symlink_to(root / "loop" / "self.mp4")
+    want |= {"truncated.mp4": "rejected", "zero.mp4": "rejected", "text.mp4": "rejected",
+             "corrupt_middle.mp4": "either", "video_only.mp4": "rejected", "audio_only.m4a": "rejected",
+             "short_1s.mp4": "rejected", "loop/self.mp4": "rejected"}
+    (root / "train.txt").write_text("".join(f"{n}\n" for n in want))
+    return want
+
+
+def _prep_cmd(root: Path, out: Path, job=None) -> list[str]:
+    cmd = [sys.executable, str(REPO / "launch/prepare_data.py"), f"data.root={root}", "data.layout=folder",
+           "data.name=hostile", f"out_dir={out}", "ingest.height=64", "ingest.width=96",
+           "shards.videos_per_shard=4", "shards.workers=2", "flow_options.classic.preset=ultrafast"]
+    if job is not None:
+        cmd += [f"shards.job_index={job[0]}", f"shards.num_jobs={job[1]}"]
+    return cmd
+
+
+def _shard_keys(out: Path) -> list[str]:
+    import tarfile
+
+    keys = []
+    for tar in sorted(out.glob("train-*.tar")):
+        with tarfile.open(tar) as t:
+            keys += sorted({m.name.split(".", 1)[0] for m in t.getmembers()})
+    return keys
+
+
+def corpus_table(work: Path, short: bool, kills: int, seed: int = 0) -> tuple[str, bool]:
+    import json
+    import random
+
+    rng = random.Random(seed)
+    root = work / "corpus"
+    want = hostile_corpus(root, short)
+    ref = work / "ref"
+    shutil.rmtree(ref, ignore_errors=True)
+    t0 = time.perf_counter()
+    p = subprocess.run(_prep_cmd(root, ref), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - t0
+    crashed = p.returncode != 0
+    errors = [json.loads(ln) for f in ref.glob("errors-*.jsonl") for ln in f.read_text().splitlines() if ln.strip()]
+    rejected = {str(Path(e["path"]).relative_to(root)) if str(e["path"]).startswith(str(root)) else e["path"]: e
+                for e in errors}
+    records = [json.loads(f.read_text()) for f in (ref / "records" / "train").rglob("*.json")]
+    sharded = {r.get("source_id", r.get("video", "")) for r in records}
+    rows, ok = [], not crashed
+    for name, expect in want.items():
+        stem = str(Path(name).with_suffix(""))
+        got = "rejected" if name in rejected else ("sharded" if stem in sharded or name in sharded else "missing")
+        reason = rejected[name].get("reason", rejected[name].get("error", "")) if name in rejected else ""
+        passed = got == expect or (expect == "either" and got in ("sharded", "rejected"))
+        passed &= got != "rejected" or bool(reason)
+        ok &= passed
+        label = name if len(name) < 40 else name[:12] + f"...({len(name)} chars)"
+        rows.append(f"| {label} | {expect} | {got} | {str(reason).splitlines()[0][:110].replace('|', '/') if reason else ''} | "
+                    f"{'yes' if passed else '**NO**'} |")
+    n_good = sum(v == "sharded" for v in want.values())
+    n_bad = sum(v == "rejected" for v in want.values())
+    n_bad += sum(v == "either" for v in want.values())
+    summary = (f"{len(want)} files: {n_good} good (odd but valid), {n_bad} bad ({100 * n_bad / len(want):.0f} %); "
+               f"prepare_data exit code {p.returncode}; {seconds:.0f} s on this machine")
+    table = "| file | expected | got | reason in the errors manifest | ok |\n|---|---|---|---|---|\n" + "\n".join(rows)
+    # kill prepare_data mid-shard, rerun, compare the final shards with the uninterrupted run
+    ref_keys = _shard_keys(ref)
+    kill_rows = []
+    for mode, job in (("single job", None), ("SLURM array, 2 tasks", (0, 2))):
+        run = work / f"killed_{mode.split()[0]}"
+        shutil.rmtree(run, ignore_errors=True)
+        n_killed = 0
+        for _ in range(kills):
+            for j in ([None] if job is None else [(0, 2), (1, 2)]):
+                proc = subprocess.Popen(_prep_cmd(root, run, j), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+                time.sleep(rng.uniform(2.5, max(3.0, seconds * 0.9)))  # python + hydra start in about 3 s
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    n_killed += 1
+                proc.wait()
+        for j in ([None] if job is None else [(0, 2), (1, 2)]):
+            subprocess.run(_prep_cmd(root, run, j), cwd=REPO, env=_env(), capture_output=True, timeout=1800, check=True)
+        keys = _shard_keys(run)
+        dup, missing, extra = len(keys) - len(set(keys)), len(set(ref_keys) - set(keys)), len(set(keys) - set(ref_keys))
+        passed = dup == 0 and missing == 0 and extra == 0
+        ok &= passed
+        kill_rows.append(f"| {mode} | {n_killed} | {len(keys)} | {dup} | {missing} | {extra} | {'yes' if passed else '**NO**'} |")
+    kill_table = ("| path | kills mid-run | samples in the final shards | duplicates | missing | not in the uninterrupted run | ok |\n"
+                  "|---|---|---|---|---|---|---|\n" + "\n".join(kill_rows))
+    return f"{summary}\n\n{table}\n\nKilled with SIGKILL mid-run and rerun:\n\n{kill_table}", ok
+
+
 # ------------------------------------------------------------------------------- 4. bad inference input
 
 
@@ -371,6 +645,16 @@ def main(argv=None) -> int:
                 print(kill_table(rows[-1:], save_every).splitlines()[-1], flush=True)
         sections.append("## Kill and resume\n\n" + kill_table(rows, save_every))
         ok &= all(r["ok"] for r in rows)
+    if "numeric" in args.only:
+        table, passed = numeric_table(work / "numeric")
+        sections.append("## Numerical faults (keyvid/training/loop.py)\n\n" + table)
+        print(sections[-1], flush=True)
+        ok &= passed
+    if "corpus" in args.only:
+        table, passed = corpus_table(work / "corpus", args.short, 2 if args.short else 5)
+        sections.append("## A hostile corpus for data prep (launch/prepare_data.py data.layout=folder)\n\n" + table)
+        print(sections[-1], flush=True)
+        ok &= passed
     if "inference" in args.only:
         table, passed = inference_table(work / "inference")
         sections.append("## Bad input at inference (launch/generate.py, tiny pipeline)\n\n" + table)

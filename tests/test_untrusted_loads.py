@@ -32,3 +32,32 @@ def test_no_plain_unpickling_outside_the_restricted_loader():
            for i, line in enumerate(p.read_text().splitlines())
            if re.search(r"\bpickle\.(load|loads|Unpickler)\b|\bnp\.load\(.*allow_pickle=True", line)]
     assert not bad, bad
+
+
+def test_a_checkpoint_whose_state_pickle_would_run_code_is_refused(tmp_path):
+    """accelerate unpickles custom_checkpoint_<i>.pkl (TrainState, EMA) fully; resume checks it first."""
+    import os
+    import pickle
+
+    import pytest
+    import torch
+    from accelerate import Accelerator
+
+    from keyvid.training.checkpoint import UnsafeCheckpoint, resume_if_possible, save_checkpoint
+    from keyvid.training.state import TrainState
+
+    acc = Accelerator(cpu=True, log_with=None)
+    model, opt = acc.prepare(torch.nn.Linear(2, 1), torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+    acc.register_for_checkpointing(TrainState())
+    save_checkpoint(acc, tmp_path, 1)
+    assert resume_if_possible(acc, tmp_path, "auto").name == "checkpoint-1"  # our own file loads
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "checkpoint-1" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UnsafeCheckpoint, match="custom_checkpoint_0.pkl: not a plain"):
+        resume_if_possible(acc, tmp_path, "auto")
+    assert not marker.exists()

@@ -63,5 +63,25 @@ def resume_if_possible(accelerator: Accelerator, ckpt_dir: Path, resume: str | b
         path = Path(resume)
         if not (path / MARKER).exists():
             raise FileNotFoundError(f"not a complete checkpoint (no {MARKER} marker): {path}")
+    check_custom_states(path)
     accelerator.load_state(str(path))
     return path
+
+
+class UnsafeCheckpoint(ValueError):
+    pass
+
+
+def check_custom_states(path: Path) -> None:
+    """accelerate loads ``register_for_checkpointing`` objects (``custom_checkpoint_<i>.pkl``: our
+    TrainState and EMA) with a full unpickler, so a checkpoint from elsewhere could run code on
+    resume. Ours hold only numbers and tensors: each must load with ``weights_only=True`` first.
+    (The model is safetensors; accelerate loads the optimizer, scheduler and RNG files weights-only.)"""
+    import torch
+
+    for f in sorted(Path(path).glob("custom_checkpoint_*.pkl")):
+        try:
+            torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any failure means: do not unpickle it for real
+            raise UnsafeCheckpoint(f"{f}: not a plain tensors-and-numbers state file, refusing to load it "
+                                   f"(a pickle can run code): {str(err).splitlines()[0][:200]}") from err

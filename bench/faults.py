@@ -92,6 +92,29 @@ def _partial_state(ckpt_dir: Path) -> str:
     return ",".join(tmp + unmarked) or "none"
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a launched job and every process under it. Its own process group is not enough:
+    torch elastic (``accelerate launch`` / torchrun) starts each worker in a new session, so a
+    killed launcher leaves its workers training on (the first version of this bench saw them)."""
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)
+
+
 def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float = 600.0):
     """Start ``cmd`` (own process group, output to ``log``); SIGKILL the group at ``moment``.
     Returns (killed, what was seen at the kill) or (False, exit code) when it finished first."""
@@ -99,6 +122,18 @@ def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float =
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     ckpt = run_dir / "checkpoints"
     deadline, delay, t_first = time.monotonic() + timeout, rng.uniform(0.0, 4.0), None
+    started = time.time() - 1.0  # only what this launch writes counts: a killed run leaves stale .tmp dirs
+
+    def fresh(paths):
+        out = []
+        for p in paths:
+            try:
+                if p.stat().st_mtime > started:
+                    out.append(p)
+            except FileNotFoundError:  # renamed or removed under us
+                pass
+        return out
+
     try:
         while proc.poll() is None:
             if time.monotonic() > deadline:
@@ -110,24 +145,22 @@ def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float =
                 if t_first is not None and time.monotonic() - t_first > delay:
                     seen = "training"
             elif moment == "checkpoint-write":
-                if any(ckpt.glob("*.tmp")) and rng.random() < 0.2:
+                if fresh(ckpt.glob("*.tmp")) and rng.random() < 0.2:
                     seen = "partial .tmp save"
             elif moment == "before-rename":  # the last file accelerate writes is the TrainState pickle
-                if any(ckpt.glob("*.tmp/custom_checkpoint_0.pkl")):
+                if fresh(ckpt.glob("*.tmp/custom_checkpoint_0.pkl")):
                     seen = "save written, not renamed"
             elif moment == "export":
-                if (run_dir / "export").exists():
+                if fresh((run_dir / "export").glob("*/*.safetensors*")):
                     seen = "exporting"
             if seen:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)
                 return True, seen
             time.sleep(0.001)
         return False, proc.returncode
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
 
 
 def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, steps: int, save_every: int,
@@ -155,7 +188,9 @@ def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, st
     logged: dict[int, list[float]] = {}
     last_step, segment = 0, 0
     while True:
-        moment = MOMENTS[row["kills"] % len(MOMENTS)] if row["kills"] < kills else "never"
+        # the export kill comes last: after it there is nothing left to train
+        moment = ("never" if row["kills"] >= kills else "export" if row["kills"] == kills - 1
+                  else MOMENTS[row["kills"] % (len(MOMENTS) - 1)])
         log = work / f"{model}_{engine}_seg{segment}.log"
         killed, seen = _run_until(_train_cmd(model, engine, shards, run_dir, steps, save_every), log, moment, run_dir, rng)
         text = log.read_text(errors="replace")
@@ -190,6 +225,7 @@ def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, st
                                       default=float("inf")) if set(got) == set(want) else float("inf")
     row["loss_max_abs_diff"] = max(abs(v - ref_losses[s]) for s, vs in logged.items() for v in vs)
     row["steps_covered"] = sorted(logged) == sorted(ref_losses)
+    row["missing_steps"] = sorted(set(ref_losses) - set(logged))
     row["seconds"] = round(time.perf_counter() - t0, 1)
     row["ok"] = (row["missed_resume"] == 0 and row["bad_picked"] == 0 and row["max_steps_lost"] <= save_every
                  and row["steps_covered"] and row["loss_max_abs_diff"] <= 1e-5 and row["weights_max_abs_diff"] <= 1e-6)
@@ -203,7 +239,7 @@ def kill_table(rows: list[dict], save_every: int) -> str:
     for r in rows:
         moments = ", ".join(f"{k} {v}" for k, v in r["moments"].items())
         lines.append(f"| {r['model']} | {r['engine']} | {r['kills']} ({moments}) | {r['resumed']} of {r['resumed'] + r['missed_resume']} | {r['partial_left']} | "
-                     f"{r['bad_picked']} | {r['max_steps_lost']} | {r['steps_covered']} | {r['loss_max_abs_diff']:.1e} | "
+                     f"{r['bad_picked']} | {r['max_steps_lost']} | {'yes' if r['steps_covered'] else 'missing ' + str(r['missing_steps'])} | {r['loss_max_abs_diff']:.1e} | "
                      f"{r['weights_max_abs_diff']:.1e} | {r['seconds']} | {'yes' if r['ok'] else '**NO**'} |")
     return "\n".join(lines)
 
@@ -467,7 +503,7 @@ def corpus_table(work: Path, short: bool, kills: int, seed: int = 0) -> tuple[st
                                         stderr=subprocess.DEVNULL, start_new_session=True)
                 time.sleep(rng.uniform(2.5, max(3.0, seconds * 0.9)))  # python + hydra start in about 3 s
                 if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    kill_tree(proc)
                     n_killed += 1
                 proc.wait()
         for j in ([None] if job is None else [(0, 2), (1, 2)]):
@@ -633,7 +669,7 @@ def main(argv=None) -> int:
     engines = args.engines or (["single"] if args.short else list(LAUNCHERS))
     models = args.models or (["generator"] if args.short else ["generator", "interpolator"])
     kills = args.kills if args.kills is not None else (2 if args.short else 10)
-    steps, save_every = (6, 2) if args.short else (16, 2)
+    steps, save_every = (8, 2) if args.short else (30, 2)
     sections, ok = [], True
     t0 = time.perf_counter()
     if "kill" in args.only:

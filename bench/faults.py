@@ -121,7 +121,11 @@ def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float =
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     ckpt = run_dir / "checkpoints"
-    deadline, delay, t_first = time.monotonic() + timeout, rng.uniform(0.0, 4.0), None
+    deadline = time.monotonic() + timeout
+    # mid-step: after a random number of this launch's steps (and a random fraction of the next);
+    # checkpoint moments: on this launch's 2nd or 3rd save, so a resumed run gets somewhere first
+    # (killing every launch at its first save would only ever restart from scratch on slow engines)
+    target_steps, target_save, delay, t_hit, saves = rng.randint(1, 6), rng.randint(2, 3), rng.uniform(0.0, 0.5), None, set()
     started = time.time() - 1.0  # only what this launch writes counts: a killed run leaves stale .tmp dirs
 
     def fresh(paths):
@@ -140,15 +144,17 @@ def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float =
                 raise TimeoutError(f"{' '.join(cmd)} did not finish within {timeout} s (log: {log})")
             seen = None
             if moment == "mid-step":
-                if t_first is None and STEP.search(log.read_text(errors="replace")):
-                    t_first = time.monotonic()
-                if t_first is not None and time.monotonic() - t_first > delay:
+                if t_hit is None and len(STEP.findall(log.read_text(errors="replace"))) >= target_steps:
+                    t_hit = time.monotonic()
+                if t_hit is not None and time.monotonic() - t_hit > delay:
                     seen = "training"
             elif moment == "checkpoint-write":
-                if fresh(ckpt.glob("*.tmp")) and rng.random() < 0.2:
+                saves.update(p.name for p in fresh(ckpt.glob("*.tmp")))
+                if len(saves) >= target_save:
                     seen = "partial .tmp save"
             elif moment == "before-rename":  # the last file accelerate writes is the TrainState pickle
-                if fresh(ckpt.glob("*.tmp/custom_checkpoint_0.pkl")):
+                saves.update(p.parent.name for p in fresh(ckpt.glob("*.tmp/custom_checkpoint_0.pkl")))
+                if len(saves) >= target_save:
                     seen = "save written, not renamed"
             elif moment == "export":
                 if fresh((run_dir / "export").glob("*/*.safetensors*")):

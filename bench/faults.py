@@ -116,7 +116,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 
 def _run_until(cmd, log: Path, moment: str, run_dir: Path, rng, timeout: float = 600.0):
-    """Start ``cmd`` (own process group, output to ``log``); SIGKILL the group at ``moment``.
+    """Start ``cmd`` (own process group, output to ``log``); SIGKILL its process tree at ``moment``.
     Returns (killed, what was seen at the kill) or (False, exit code) when it finished first."""
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -178,14 +178,14 @@ def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, st
     from keyvid.training.checkpoint import list_checkpoints
 
     rng = random.Random(seed)
-    had_complete, complete_at_kill = False, []
+    complete_at_kill = []  # the complete checkpoints when the last kill came
     work.mkdir(parents=True, exist_ok=True)
     ref_dir, run_dir = work / f"{model}_{engine}_ref", work / f"{model}_{engine}_faulted"
     for d in (ref_dir, run_dir):
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
     ref_log = work / f"{model}_{engine}_ref.log"
-    done, rc = _run_until(_train_cmd(model, engine, shards, ref_dir, steps, save_every), ref_log, "never", ref_dir, rng)
+    _, rc = _run_until(_train_cmd(model, engine, shards, ref_dir, steps, save_every), ref_log, "never", ref_dir, rng)
     if rc != 0:
         raise RuntimeError(f"reference run failed (log: {ref_log}):\n{ref_log.read_text()[-3000:]}")
     ref_losses = {int(s): float(v) for s, v in STEP.findall(ref_log.read_text())}
@@ -202,7 +202,7 @@ def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, st
         text = log.read_text(errors="replace")
         if segment > 0:
             m = RESUMED.search(text)
-            row["missed_resume"] += had_complete and not m
+            row["missed_resume"] += bool(complete_at_kill) and not m
             if m:
                 row["resumed"] += 1
                 picked, at = Path(m.group(1)), int(m.group(2))
@@ -224,7 +224,6 @@ def kill_resume(model: str, engine: str, shards: str, work: Path, kills: int, st
         row["moments"][moment] = row["moments"].get(moment, 0) + 1
         row["partial_left"] += _partial_state(run_dir / "checkpoints") != "none"
         complete_at_kill = list_checkpoints(run_dir / "checkpoints")
-        had_complete = bool(complete_at_kill)
     got = _weights(run_dir / "export")
     want = _weights(ref_dir / "export")
     row["weights_max_abs_diff"] = max((float((got[k].float() - want[k].float()).abs().max()) for k in want),
@@ -345,7 +344,8 @@ def _write_raw(path: Path, frames, fps, audio=None, codec="ffv1", fmt="matroska"
     with av.open(str(path), "w", format=fmt) as out:
         vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height = frames.shape[2], frames.shape[1]
-        vs.pix_fmt = "yuv444p" if codec == "libx264" and frames.shape[1] % 2 else ("yuv420p" if codec == "libx264" else "yuv444p")
+        odd = frames.shape[1] % 2 or frames.shape[2] % 2  # 4:2:0 needs even sizes
+        vs.pix_fmt = "yuv420p" if codec == "libx264" and not odd else "yuv444p"
         if rotate is not None:
             vs.metadata["rotate"] = str(rotate)
         if pts is not None:
@@ -622,7 +622,7 @@ def inference_table(work: Path) -> tuple[str, bool]:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         for group, name, over, expect in inference_cases(work / "inputs"):
             out = Path(over.get("out_dir", work / "out" / f"{group}_{len(rows)}"))
-            args = [f"pipeline=tiny", "steps=2", "device=cpu", f"out_dir='{out}'"]
+            args = ["pipeline=tiny", "steps=2", "device=cpu", f"out_dir='{out}'"]
             args += [f"{k}='{v}'" if k in ("image", "audio", "text") else f"{k}={v}" for k, v in over.items()
                      if k != "out_dir"]
             cfg = compose("generate", overrides=args)

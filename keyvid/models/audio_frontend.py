@@ -79,9 +79,10 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise ValueError(f"{path}: the audio stream decoded to no samples")
     wave = np.concatenate(chunks, axis=1).astype(np.float32)
-    if not np.isfinite(wave).all():
-        bad = int((~np.isfinite(wave)).sum())
-        raise ValueError(f"{path}: {bad} NaN or infinite audio samples (first at {np.argwhere(~np.isfinite(wave))[0][1] / rate:.3f} s)")
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = np.argwhere(bad)[0][1] / rate
+        raise ValueError(f"{path}: {int(bad.sum())} NaN or infinite audio samples (first at {first:.3f} s)")
     return torch.from_numpy(wave), rate
 
 

@@ -16,9 +16,8 @@ nothing is downloaded. Each class is a frozen nn.Module in eval mode that stays 
 
 from __future__ import annotations
 
-import warnings
-
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 

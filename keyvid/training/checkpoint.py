@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -77,8 +78,6 @@ def check_custom_states(path: Path) -> None:
     TrainState and EMA) with a full unpickler, so a checkpoint from elsewhere could run code on
     resume. Ours hold only numbers and tensors: each must load with ``weights_only=True`` first.
     (The model is safetensors; accelerate loads the optimizer, scheduler and RNG files weights-only.)"""
-    import torch
-
     for f in sorted(Path(path).glob("custom_checkpoint_*.pkl")):
         try:
             torch.load(f, map_location="cpu", weights_only=True)

@@ -148,9 +148,10 @@ def encode(pipe: KeyVIDPipeline, image, wave, text: str, seed: int, timer: Timer
     return dict(enc=enc, key_idx=key_idx, motion=motion, state=gen.get_state())
 
 
-def _conds(enc: dict) -> tuple:
-    e = enc
-    return (e["frame_idx"], e["text_tokens"], e["null_text"], e["clip"], e["null_clip"], e["audio"], e["null_audio"])
+def _conds(enc: dict) -> dict:
+    """The shared encodings, as the pipeline's stage methods take them."""
+    keys = ("text_tokens", "null_text", "clip", "null_clip", "audio", "null_audio")
+    return {k: enc[k] for k in keys}
 
 
 def _gens(state: torch.Tensor) -> list[torch.Generator]:
@@ -165,7 +166,8 @@ def keyframes(pipe: KeyVIDPipeline, prep: dict, steps: int, state: torch.Tensor,
     """Stage 2 from generator state ``state``: ("1 4 12 h w" latents, the state it leaves)."""
     gens = _gens(state)
     out = pipe._generate_keyframes(
-        prep["enc"]["first"], *_conds(prep["enc"]), gens, steps=steps, scales=SCALES_KEY, guidance_rescale=0.7,
+        prep["enc"]["first"], prep["enc"]["frame_idx"], **_conds(prep["enc"]), gens=gens, steps=steps,
+        scales=SCALES_KEY, guidance_rescale=0.7,
         eta=1.0, progress=False, sequential=sequential,
     )
     return out, gens[0].get_state()
@@ -175,7 +177,8 @@ def interpolate(pipe: KeyVIDPipeline, prep: dict, key_latents: torch.Tensor, ste
                 sequential: bool = False) -> torch.Tensor:
     """Stage 3 from generator state ``state``: "1 4 48 h w" latents."""
     return pipe._interpolate(
-        key_latents, *_conds(prep["enc"]), _gens(state), steps=steps, scales=SCALES_INTERP, guidance_rescale=0.7,
+        key_latents, prep["enc"]["frame_idx"], **_conds(prep["enc"]), gens=_gens(state), steps=steps,
+        scales=SCALES_INTERP, guidance_rescale=0.7,
         eta=1.0, progress=False, noise="freenoise", window=12, stride=6, sequential=sequential,
     )
 

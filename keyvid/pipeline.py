@@ -22,6 +22,12 @@ Stages, as upstream KeyVID's ``scripts/generation.sh`` runs them (but in one pro
 Null conditions (the guidance branches) are upstream's: the CLIP text embedding of "", the projector
 applied to CLIP of an all-zero image (mid-grey in [-1, 1]), ImageBind of an all-zero mel.
 
+The two diffusion stages also run apart (``generate_keyframes``, then ``interpolate`` with its
+``KeyframeOutput``, in another process if need be: ``launch/generate.py stage=keyframes|interpolate``),
+with the same result as one call: the output carries each sample's generator state. A pipeline may
+hold only one stage's UNet (``stages``) and no localizer, for a run that trains and samples the
+stages in separate jobs; what a call needs and lacks fails with the component's name.
+
 Randomness: each sample has its own CPU ``torch.Generator`` seeded with its seed (one int for all
 samples, as upstream re-seeds every clip, or one per sample), used for the VAE posterior sample, the
 initial noise, the noise shuffle and every DDIM step, and the same seed drives keyframe selection. A
@@ -92,6 +98,40 @@ class KeyVIDOutput:
     motion: np.ndarray  # "b 48" float32, the localizer's per-frame motion score
 
 
+STAGES = ("generator", "interpolator")
+
+
+@dataclass
+class KeyframeOutput:
+    """Stage 2's result, all ``interpolate`` needs besides the inputs (``select``/``cat`` per sample)."""
+
+    latents: torch.Tensor  # "b 4 K h w" generated keyframe latents
+    keyframes: np.ndarray  # "b K" int64 indices
+    motion: np.ndarray  # "b 48" float32 motion score (zeros for a pipeline without a localizer)
+    rng_states: list[torch.Tensor]  # each sample's generator state after stage 2
+
+    def select(self, i: int) -> KeyframeOutput:
+        return KeyframeOutput(self.latents[i : i + 1], self.keyframes[i : i + 1], self.motion[i : i + 1],
+                              [self.rng_states[i]])
+
+    @staticmethod
+    def cat(items: Sequence[KeyframeOutput]) -> KeyframeOutput:
+        return KeyframeOutput(
+            torch.cat([o.latents for o in items]), np.concatenate([o.keyframes for o in items]),
+            np.concatenate([o.motion for o in items]), [s for o in items for s in o.rng_states],
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only, so that ``torch.load(..., weights_only=True)`` reads it back (``from_state_dict``)."""
+        return {"latents": self.latents.cpu(), "keyframes": torch.from_numpy(self.keyframes),
+                "motion": torch.from_numpy(self.motion), "rng_states": torch.stack(self.rng_states)}
+
+    @staticmethod
+    def from_state_dict(state: dict[str, torch.Tensor]) -> KeyframeOutput:
+        return KeyframeOutput(state["latents"], state["keyframes"].numpy(), state["motion"].numpy(),
+                              list(state["rng_states"]))
+
+
 # ------------------------------------------------------------------------------------ inputs
 
 
@@ -150,13 +190,13 @@ def _warn_odd_audio(wave, sample_rate: int, index: int) -> None:
     seconds = w.shape[-1] / float(sample_rate)
     if seconds < 2.0:
         warnings.warn(f"audio {index}: {seconds:.2f} s is shorter than the 2 s video; the rest of the video "
-                      "follows padding, not sound (ImageBind's mel pads with a flat spectrum)", stacklevel=3)
+                      "follows padding, not sound (ImageBind's mel pads with a flat spectrum)", stacklevel=4)
     if seconds > 2.0 + LONG_AUDIO_SLACK_S:
         warnings.warn(f"audio {index}: {seconds:.2f} s is longer than the 2 s video; only its first 2 s are used",
-                      stacklevel=3)
+                      stacklevel=4)
     if w.size and np.issubdtype(w.dtype, np.floating) and np.nanmax(np.abs(w)) < SILENCE_PEAK:
         warnings.warn(f"audio {index} is silent (peak below {SILENCE_PEAK:g}): the motion has no sound to "
-                      "follow", stacklevel=3)
+                      "follow", stacklevel=4)
 
 
 def _as_list(x, batch: int | None, what: str) -> list:
@@ -237,9 +277,10 @@ class KeyVIDPipeline:
     """The three-stage KeyVID inference pipeline; see the module docstring.
 
     Args:
-        localizer: audio mel -> (b, 48) motion score.
+        localizer: audio mel -> (b, 48) motion score; None for a pipeline that is given its keyframes.
         audio_encoder: ImageBind audio trunk, mel -> (b, 1 + 12*48, 768) tokens for the UNets.
-        generator / interpolator: the two KeyframeUNets (the interpolator has no frame-index embedding).
+        generator / interpolator: the two KeyframeUNets (the interpolator has no frame-index embedding);
+            either may be None (with its projector) for a pipeline that runs only the other stage.
         generator_projector / interpolator_projector: each UNet's image Resampler (48 frames x 16 tokens).
         vae, text_encoder, image_encoder: frozen encoders.
         schedule: the training noise schedule.
@@ -250,12 +291,12 @@ class KeyVIDPipeline:
 
     def __init__(
         self,
-        localizer: KeyframeLocalizer,
+        localizer: KeyframeLocalizer | None,
         audio_encoder: ImageBindAudio,
-        generator: KeyframeUNet,
-        interpolator: KeyframeUNet,
-        generator_projector: Resampler,
-        interpolator_projector: Resampler,
+        generator: KeyframeUNet | None,
+        interpolator: KeyframeUNet | None,
+        generator_projector: Resampler | None,
+        interpolator_projector: Resampler | None,
         vae: FrozenVAE | PixelVAE,
         text_encoder: FrozenCLIPTextEncoder,
         image_encoder: FrozenCLIPImageEncoder,
@@ -266,12 +307,13 @@ class KeyVIDPipeline:
         num_keyframes: int = 12,
         audio_layout: str = "aligned",
     ) -> None:
-        self.localizer = localizer.eval()
+        eval_ = lambda m: None if m is None else m.eval()  # noqa: E731
+        self.localizer = eval_(localizer)
         self.audio_encoder = audio_encoder.eval()
-        self.generator = generator.eval()
-        self.interpolator = interpolator.eval()
-        self.generator_projector = generator_projector.eval()
-        self.interpolator_projector = interpolator_projector.eval()
+        self.generator = eval_(generator)
+        self.interpolator = eval_(interpolator)
+        self.generator_projector = eval_(generator_projector)
+        self.interpolator_projector = eval_(interpolator_projector)
         self.vae = vae
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
@@ -286,18 +328,33 @@ class KeyVIDPipeline:
         "interpolator_projector", "vae", "text_encoder", "image_encoder",
     )
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The diffusion stages this pipeline holds: ("generator", "interpolator") or one of them."""
+        return tuple(name for name in STAGES if getattr(self, name) is not None)
+
+    def _require(self, component: str, what: str) -> None:
+        if getattr(self, component) is None:
+            raise ValueError(f"this pipeline has no {component} ({what} needs one); it holds "
+                             f"{', '.join(self.stages)}{'' if self.localizer is None else ' and a localizer'}")
+
     def _check_components(self) -> None:
         """Mismatched components fail here with their names, not deep inside a forward."""
-        if self.interpolator.frame_index_mode != "none":
+        for name in STAGES:
+            if (getattr(self, name) is None) != (getattr(self, f"{name}_projector") is None):
+                raise ValueError(f"{name} and {name}_projector come together: give both or neither")
+        if not self.stages:
+            raise ValueError("a pipeline needs a generator, an interpolator or both")
+        if self.interpolator is not None and self.interpolator.frame_index_mode != "none":
             raise ValueError(
                 f"interpolator has frame_index_mode={self.interpolator.frame_index_mode!r}: these look like "
                 "keyframe-generator weights (an interpolator is built with interpolator=True, mode 'none')"
             )
-        if self.generator.frame_index_mode == "none":
+        if self.generator is not None and self.generator.frame_index_mode == "none":
             raise ValueError("generator has frame_index_mode='none': these look like interpolator weights")
         text_dim = self.text_encoder.model.config.hidden_size
         clip_dim = self.image_encoder.model.config.hidden_size
-        for name in ("generator", "interpolator"):
+        for name in self.stages:
             unet, proj = getattr(self, name), getattr(self, f"{name}_projector")
             ctx = unet.config.context_dim
             if text_dim != ctx:
@@ -313,17 +370,19 @@ class KeyVIDPipeline:
         if self.audio_encoder.pos_embed.shape[-1] != 768:
             raise ValueError("audio_encoder must output 768-wide tokens (the UNets' audio_proj_2 input)")
         # The latent (VAE factor f) must survive the UNet's len(channel_mult) - 1 halvings.
-        f = self.vae.downsample_factor * 2 ** (len(self.generator.config.channel_mult) - 1)
+        unet = getattr(self, self.stages[0])
+        f = self.vae.downsample_factor * 2 ** (len(unet.config.channel_mult) - 1)
         if self.height % f or self.width % f:
             raise ValueError(f"height x width {self.height} x {self.width} must be multiples of {f} (VAE and UNet)")
 
     @property
     def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
+        return next(getattr(self, self.stages[0]).parameters()).device
 
     def to(self, device: torch.device | str) -> KeyVIDPipeline:
         for name in self.MODULES:
-            getattr(self, name).to(device)
+            if getattr(self, name) is not None:
+                getattr(self, name).to(device)
         return self
 
     def compile_unets(self, channels_last: bool = True) -> KeyVIDPipeline:
@@ -331,7 +390,7 @@ class KeyVIDPipeline:
         channels-last activations and convolution weights. Same outputs up to float rounding; about
         1.7x faster sampling on an H100 (BENCHMARKS.md) after a one-off compile of several minutes
         on the first call (per process; inductor's on-disk cache shortens later ones)."""
-        for unet in (self.generator, self.interpolator):
+        for unet in (getattr(self, name) for name in self.stages):
             if channels_last:
                 unet.set_channels_last(weights=True)
             unet.compile_blocks()
@@ -340,15 +399,16 @@ class KeyVIDPipeline:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """One subfolder per component (``COMPONENT_FILES``) plus ``pipeline.json``."""
+        """One subfolder per component (``COMPONENT_FILES``; those it holds) plus ``pipeline.json``."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
-        for stage in ("generator", "interpolator"):
+        for stage in self.stages:
             getattr(self, stage).save_pretrained(root / stage / "unet")
             getattr(self, f"{stage}_projector").save_pretrained(root / stage / "image_proj")
         for name in ("vae", "text_encoder", "image_encoder"):
             getattr(self, name).save_pretrained(root / name)
-        _save_module(root / "localizer", self.localizer, localizer_config(self.localizer))
+        if self.localizer is not None:
+            _save_module(root / "localizer", self.localizer, localizer_config(self.localizer))
         _save_module(root / "audio_encoder", self.audio_encoder, imagebind_config(self.audio_encoder))
         s = self.schedule
         config = {
@@ -356,6 +416,8 @@ class KeyVIDPipeline:
             "width": self.width,
             "num_keyframes": self.num_keyframes,
             "audio_layout": self.audio_layout,
+            "stages": list(self.stages),
+            "localizer": self.localizer is not None,
             "schedule": {
                 "num_timesteps": s.num_timesteps,
                 "beta_start": s.beta_start,
@@ -376,18 +438,25 @@ class KeyVIDPipeline:
             raise FileNotFoundError(f"KeyVID pipeline directory not found: {root}")
         if not (root / PIPELINE_FILE).is_file():
             raise FileNotFoundError(f"{root / PIPELINE_FILE} not found: {root} is not a saved KeyVID pipeline")
+        config = json.loads((root / PIPELINE_FILE).read_text())
+        stages = config.get("stages", list(STAGES))  # folders saved before partial pipelines hold both
+        has_localizer = config.get("localizer", True)
         for name, files in COMPONENT_FILES.items():
+            head = name.partition("/")[0]
+            if (head in STAGES and head not in stages) or (head == "localizer" and not has_localizer):
+                continue
             for file in files:
                 if not (root / name / file).is_file():
                     raise FileNotFoundError(f"KeyVID pipeline component {name!r}: {root / name / file} not found")
-        config = json.loads((root / PIPELINE_FILE).read_text())
+        unet = lambda stage: KeyframeUNet.from_pretrained(root / stage / "unet") if stage in stages else None  # noqa: E731
+        proj = lambda stage: Resampler.from_pretrained(root / stage / "image_proj") if stage in stages else None  # noqa: E731
         pipe = cls(
-            localizer=load_exported(root / "localizer"),
+            localizer=load_exported(root / "localizer") if has_localizer else None,
             audio_encoder=load_exported(root / "audio_encoder"),
-            generator=KeyframeUNet.from_pretrained(root / "generator" / "unet"),
-            interpolator=KeyframeUNet.from_pretrained(root / "interpolator" / "unet"),
-            generator_projector=Resampler.from_pretrained(root / "generator" / "image_proj"),
-            interpolator_projector=Resampler.from_pretrained(root / "interpolator" / "image_proj"),
+            generator=unet("generator"),
+            interpolator=unet("interpolator"),
+            generator_projector=proj("generator"),
+            interpolator_projector=proj("interpolator"),
             vae=FrozenVAE.from_pretrained(root / "vae"),
             text_encoder=FrozenCLIPTextEncoder.from_pretrained(root / "text_encoder"),
             image_encoder=FrozenCLIPImageEncoder.from_pretrained(root / "image_encoder"),
@@ -401,13 +470,16 @@ class KeyVIDPipeline:
 
     @classmethod
     def from_exports(
-        cls, localizer: str | Path, generator: str | Path, interpolator: str | Path, encoders, **config
+        cls, localizer: str | Path | None, generator: str | Path | None, interpolator: str | Path | None, encoders,
+        **config,
     ) -> KeyVIDPipeline:
-        """Assemble a pipeline from the trainers' export folders (``<run_dir>/export``) and their frozen
-        encoders (``keyvid.training.video_diffusion.build_encoders``: .vae, .clip_text, .clip_image,
-        .audio); ``config`` as the constructor (height, width, num_keyframes, audio_layout). Then
+        """Assemble a pipeline from the trainers' export folders (``<run_dir>/export``; None leaves that
+        component out, see the class docstring) and their frozen encoders
+        (``keyvid.training.video_diffusion.build_encoders``: .vae, .clip_text, .clip_image, .audio);
+        ``config`` as the constructor (height, width, num_keyframes, audio_layout). Then
         ``save_pretrained`` writes one self-contained folder."""
-        folders = {"localizer": Path(localizer), "generator": Path(generator), "interpolator": Path(interpolator)}
+        folders = {name: Path(f) for name, f in
+                   (("localizer", localizer), ("generator", generator), ("interpolator", interpolator)) if f is not None}
         for key, files in COMPONENT_FILES.items():
             stage, _, part = key.partition("/")
             if stage in folders:
@@ -415,14 +487,15 @@ class KeyVIDPipeline:
                     path = folders[stage] / part / file
                     if not path.is_file():
                         raise FileNotFoundError(f"{stage} export: {path} not found")
-        g, i = folders["generator"], folders["interpolator"]
+        unet = lambda s: KeyframeUNet.from_pretrained(folders[s] / "unet") if s in folders else None  # noqa: E731
+        proj = lambda s: Resampler.from_pretrained(folders[s] / "image_proj") if s in folders else None  # noqa: E731
         return cls(
-            localizer=load_exported(folders["localizer"]),
+            localizer=load_exported(folders["localizer"]) if "localizer" in folders else None,
             audio_encoder=encoders.audio,
-            generator=KeyframeUNet.from_pretrained(g / "unet"),
-            interpolator=KeyframeUNet.from_pretrained(i / "unet"),
-            generator_projector=Resampler.from_pretrained(g / "image_proj"),
-            interpolator_projector=Resampler.from_pretrained(i / "image_proj"),
+            generator=unet("generator"),
+            interpolator=unet("interpolator"),
+            generator_projector=proj("generator"),
+            interpolator_projector=proj("interpolator"),
             vae=encoders.vae,
             text_encoder=encoders.clip_text,
             image_encoder=encoders.clip_image,
@@ -467,6 +540,57 @@ class KeyVIDPipeline:
         tokens, frame_idx = _same_batch(tokens, frame_idx)
         return audio_tokens_per_frame(tokens, frame_idx, NUM_FRAMES, layout=self.audio_layout)
 
+    def _prepare(self, image, audio_wave, sr, text, seed):
+        """Inputs as batched tensors, and the encodings both stages share (nulls as upstream: module
+        docstring)."""
+        images = _as_list(image, None, "images")
+        b = len(images)
+        waves = _as_list(audio_wave, b, "audio waveforms")
+        rates = _as_list(sr, b, "sample rates")
+        texts = _as_list(text if text is not None else "", b, "texts")
+        seeds = [int(s) for s in _as_list(seed, b, "seeds")]
+        dev = self.device
+        for i, (w, r) in enumerate(zip(waves, rates)):
+            _warn_odd_audio(w, r, i)
+        pixels = torch.stack([prepare_image(im, self.height, self.width) for im in images]).to(dev)
+        mel = torch.stack([waveform_to_mel(w, r) for w, r in zip(waves, rates)]).to(dev)  # "b 1 128 204"
+        enc = {
+            "text_tokens": self.text_encoder(texts).to(dev),
+            "null_text": self.text_encoder([""]).to(dev),
+            "clip": self.image_encoder(pixels),
+            "null_clip": self.image_encoder(torch.zeros_like(pixels[:1])),
+            "audio": self.audio_encoder(mel),
+            "null_audio": self.audio_encoder(torch.zeros_like(mel[:1])),
+        }
+        return pixels, mel, seeds, enc
+
+    def _keyframe_stage(self, pixels, mel, seeds, enc, keyframes: KeyframeChoice, **sampling) -> KeyframeOutput:
+        self._require("generator", "generating keyframes")
+        if isinstance(keyframes, str) and keyframes == "localizer":
+            self._require("localizer", 'keyframes="localizer"')
+        b = pixels.shape[0]
+        motion = (self.motion_score(mel).cpu().numpy() if self.localizer is not None
+                  else np.zeros((b, NUM_FRAMES), np.float32))
+        key_idx = self.choose_keyframes(keyframes, motion, seeds)
+        frame_idx = torch.from_numpy(key_idx).to(pixels.device)
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        first = torch.cat([self.vae.encode(pixels[i : i + 1, :, None], generator=gens[i]) for i in range(b)]).float()
+        latents = self._generate_keyframes(first, frame_idx, gens=gens, **enc, **sampling)
+        return KeyframeOutput(latents, key_idx, motion.astype(np.float32), [g.get_state() for g in gens])
+
+    def _interpolation_stage(self, keys: KeyframeOutput, enc, **sampling) -> KeyVIDOutput:
+        self._require("interpolator", "interpolating")
+        b = enc["clip"].shape[0]
+        if keys.latents.shape[0] != b or len(keys.rng_states) != b:
+            raise ValueError(f"{keys.latents.shape[0]} keyframe sets for {b} inputs")
+        gens = [torch.Generator("cpu") for _ in range(b)]
+        for g, state in zip(gens, keys.rng_states):
+            g.set_state(state)
+        frame_idx = torch.from_numpy(np.asarray(keys.keyframes)).to(self.device)
+        latents = self._interpolate(keys.latents.to(self.device), frame_idx, gens=gens, **enc, **sampling)
+        frames = self.vae.decode(latents)
+        return KeyVIDOutput(frames=to_uint8(frames), keyframes=keys.keyframes, motion=keys.motion)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -490,7 +614,7 @@ class KeyVIDPipeline:
         anchor_keyframes: AnchorMode = "none",
         final_step: str = "x0",
     ) -> KeyVIDOutput:
-        """Generate one video per (image, audio) pair.
+        """Generate one video per (image, audio) pair: ``generate_keyframes`` then ``interpolate``.
 
         Args:
             image: one image or a list (PIL, uint8 numpy "h w [c]", or a path).
@@ -512,49 +636,72 @@ class KeyVIDPipeline:
         """
         if anchor_keyframes not in ANCHOR_MODES:
             raise ValueError(f"anchor_keyframes must be one of {ANCHOR_MODES}, got {anchor_keyframes!r}")
-        images = _as_list(image, None, "images")
-        b = len(images)
-        waves = _as_list(audio_wave, b, "audio waveforms")
-        rates = _as_list(sr, b, "sample rates")
-        texts = _as_list(text if text is not None else "", b, "texts")
-        seeds = [int(s) for s in _as_list(seed, b, "seeds")]
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        dev = self.device
+        self._require("interpolator", "a whole video")
+        pixels, mel, seeds, enc = self._prepare(image, audio_wave, sr, text, seed)
+        common = dict(steps=steps, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
+                      sequential=sequential, final_step=final_step)
+        keys = self._keyframe_stage(pixels, mel, seeds, enc, keyframes, scales=scales_key, **common)
+        return self._interpolation_stage(keys, enc, scales=scales_interp, noise=noise, window=window, stride=stride,
+                                         anchor=anchor_keyframes, **common)
 
-        for i, (w, r) in enumerate(zip(waves, rates)):
-            _warn_odd_audio(w, r, i)
-        pixels = torch.stack([prepare_image(im, self.height, self.width) for im in images]).to(dev)
-        mel = torch.stack([waveform_to_mel(w, r) for w, r in zip(waves, rates)]).to(dev)  # "b 1 128 204"
+    @torch.no_grad()
+    def generate_keyframes(
+        self,
+        image,
+        audio_wave,
+        sr: int | Sequence[int],
+        text: str | Sequence[str] | None = None,
+        *,
+        keyframes: KeyframeChoice = "localizer",
+        scales: GuidanceScales = GuidanceScales(img=2.0, txt=7.5, aud=7.5),
+        steps: int = 90,
+        guidance_rescale: float = 0.7,
+        eta: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        progress: bool = False,
+        sequential: bool = False,
+        final_step: str = "x0",
+    ) -> KeyframeOutput:
+        """Stages 1-2 alone (arguments as ``__call__``'s; ``scales`` is its ``scales_key``): the keyframe
+        latents, their indices and each sample's generator state, for ``interpolate``."""
+        pixels, mel, seeds, enc = self._prepare(image, audio_wave, sr, text, seed)
+        return self._keyframe_stage(pixels, mel, seeds, enc, keyframes, scales=scales, steps=steps,
+                                    guidance_rescale=guidance_rescale, eta=eta, progress=progress,
+                                    sequential=sequential, final_step=final_step)
 
-        motion = self.motion_score(mel).cpu().numpy()
-        key_idx = self.choose_keyframes(keyframes, motion, seeds)
-        frame_idx = torch.from_numpy(key_idx).to(dev)
-
-        # Encodings shared by both stages; nulls as upstream (module docstring).
-        text_tokens = self.text_encoder(texts).to(dev)
-        null_text = self.text_encoder([""]).to(dev)
-        clip = self.image_encoder(pixels)
-        null_clip = self.image_encoder(torch.zeros_like(pixels[:1]))
-        audio = self.audio_encoder(mel)
-        null_audio = self.audio_encoder(torch.zeros_like(mel[:1]))
-        first = torch.cat([self.vae.encode(pixels[i : i + 1, :, None], generator=gens[i]) for i in range(b)]).float()
-
-        key_latents = self._generate_keyframes(
-            first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
-            steps=steps, scales=scales_key, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
-            sequential=sequential, final_step=final_step,
-        )
-        latents = self._interpolate(
-            key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
-            steps=steps, scales=scales_interp, guidance_rescale=guidance_rescale, eta=eta, progress=progress,
-            noise=noise, window=window, stride=stride, sequential=sequential, anchor=anchor_keyframes,
-            final_step=final_step,
-        )
-        frames = self.vae.decode(latents)
-        return KeyVIDOutput(frames=to_uint8(frames), keyframes=key_idx, motion=motion.astype(np.float32))
+    @torch.no_grad()
+    def interpolate(
+        self,
+        image,
+        audio_wave,
+        sr: int | Sequence[int],
+        text: str | Sequence[str] | None = None,
+        *,
+        keys: KeyframeOutput,
+        scales: GuidanceScales = GuidanceScales(img=2.0, txt=7.5, aud=9.0),
+        steps: int = 90,
+        guidance_rescale: float = 0.7,
+        eta: float = 1.0,
+        noise: NoiseMode = "freenoise",
+        window: int = 12,
+        stride: int = 6,
+        progress: bool = False,
+        sequential: bool = False,
+        anchor_keyframes: AnchorMode = "none",
+        final_step: str = "x0",
+    ) -> KeyVIDOutput:
+        """Stage 3 from ``generate_keyframes``' output for the same inputs (arguments as ``__call__``'s;
+        ``scales`` is its ``scales_interp``). The same frames as one ``__call__`` with these settings,
+        as the keys carry each sample's generator state; the seed is theirs."""
+        if anchor_keyframes not in ANCHOR_MODES:
+            raise ValueError(f"anchor_keyframes must be one of {ANCHOR_MODES}, got {anchor_keyframes!r}")
+        _, _, _, enc = self._prepare(image, audio_wave, sr, text, seed=0)
+        return self._interpolation_stage(keys, enc, scales=scales, steps=steps, guidance_rescale=guidance_rescale,
+                                         eta=eta, noise=noise, window=window, stride=stride, progress=progress,
+                                         sequential=sequential, anchor=anchor_keyframes, final_step=final_step)
 
     def _generate_keyframes(
-        self, first, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens, **sampling
+        self, first, frame_idx, *, text_tokens, null_text, clip, null_clip, audio, null_audio, gens, **sampling
     ) -> torch.Tensor:
         """Stage 2: "b 4 K h w" keyframe latents."""
         b, k = frame_idx.shape
@@ -577,8 +724,8 @@ class KeyVIDPipeline:
         )
 
     def _interpolate(
-        self, key_latents, frame_idx, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
-        *, noise: NoiseMode, window: int, stride: int, sequential: bool = False, anchor: AnchorMode = "none",
+        self, key_latents, frame_idx, *, text_tokens, null_text, clip, null_clip, audio, null_audio, gens,
+        noise: NoiseMode, window: int, stride: int, sequential: bool = False, anchor: AnchorMode = "none",
         **sampling,
     ) -> torch.Tensor:
         """Stage 3: "b 4 48 h w" latents from the keyframe latents placed at their indices (Fig. 6b)."""

@@ -13,6 +13,12 @@ Per pair, in the run folder: ``<name>.mp4``, ``<name>.keyframes.json`` (indices,
 settings) and ``<name>.keyframes.png`` (the generated frames at the keyframes over the score).
 The run folder also gets ``config.yaml`` and ``git_revision.txt``.
 
+``stage=keyframes`` runs stages 1-2 only and writes ``<name>.keyframes.pt`` (the keyframe latents,
+indices, motion score and generator state) beside the JSON and PNG; ``stage=interpolate
+keyframes_from=<that folder>`` finishes the videos from them, frame for frame what ``stage=full``
+gives with the same settings. A pipeline with only the stage's UNet will do, so the two can be
+trained and sampled in separate jobs (``launch/recipes/keyframe_vs_uniform.sh``'s ``PART``).
+
 ``round_trip=true`` (with ``dataset=``) samples nothing: each clip's 48 frames go through the
 pipeline's VAE (encode, decode) and are written in the same layout, the ceiling every generated
 folder is scored against (``launch/evaluate.py``'s fidelity and sync rows).
@@ -36,10 +42,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from keyvid.data.io import write_av
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.models.audio_frontend import load_audio
-from keyvid.pipeline import FPS, NUM_FRAMES, KeyVIDPipeline, load_image, tiny_pipeline
+from keyvid.pipeline import FPS, NUM_FRAMES, KeyframeOutput, KeyVIDPipeline, load_image, tiny_pipeline, to_uint8
 from keyvid.training.run_dir import record_run
 from keyvid.visualize import contact_sheet, save_rgb
 
+STAGES = ("full", "keyframes", "interpolate")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp4", ".mkv", ".mov", ".webm")
 
@@ -166,12 +173,41 @@ def save_outputs(out: Path, pair: Pair, frames: np.ndarray, keyframes: np.ndarra
     return video
 
 
+KEYFRAMES_SUFFIX = ".keyframes.pt"
+
+
+def save_keyframes(out: Path, pair: Pair, pipe: KeyVIDPipeline, keys: KeyframeOutput, settings: dict) -> Path:
+    """``stage=keyframes``: the keyframes file ``stage=interpolate`` reads, its JSON and contact sheet."""
+    path = out / f"{pair.name}{KEYFRAMES_SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)  # dataset= names are <class>/<clip>
+    torch.save(keys.state_dict(), path)
+    idx, motion = keys.keyframes[0], keys.motion[0]
+    record = {"image": str(pair.image), "audio": str(pair.audio), "text": pair.text, "keyframes": idx.tolist(),
+              "motion": [round(float(m), 5) for m in motion], **settings}
+    (out / f"{pair.name}.keyframes.json").write_text(json.dumps(record, indent=1) + "\n")
+    decoded = to_uint8(pipe.vae.decode(keys.latents.to(pipe.device)))[0]  # "K H W 3"
+    frames = np.zeros((NUM_FRAMES, *decoded.shape[1:]), np.uint8)
+    frames[idx] = decoded
+    save_rgb(out / f"{pair.name}.keyframes.png", contact_sheet(frames, idx, motion))
+    return path
+
+
+def load_keyframes(folder: Path, pair: Pair) -> KeyframeOutput:
+    path = folder / f"{pair.name}{KEYFRAMES_SUFFIX}"
+    if not path.is_file():
+        raise FileNotFoundError(f"keyframes for {pair.name}: {path} not found (run stage=keyframes with the same "
+                                "inputs into that folder first)")
+    try:
+        return KeyframeOutput.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{path} is not a keyframes file written by stage=keyframes: {err}") from err
+
+
 @torch.no_grad()
 def vae_round_trip(pipe: KeyVIDPipeline, pairs: list[Pair], out: Path, seed: int) -> list[Path]:
     """Each dataset clip's first 48 frames through the pipeline's VAE, resized to its frame size."""
     from keyvid.data.dataset import frames_to_tensor
     from keyvid.data.io import read_av
-    from keyvid.pipeline import to_uint8
 
     videos = []
     for pair in pairs:
@@ -200,24 +236,40 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
         if cfg.get("dataset") is None:
             raise ValueError("round_trip=true needs dataset=<root>: it re-encodes real clips")
         return vae_round_trip(pipe, pairs, out, int(cfg.seed))
+    stage = str(cfg.stage)
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if (stage == "interpolate") != (cfg.keyframes_from is not None):
+        raise ValueError("keyframes_from=<a stage=keyframes out_dir> goes with stage=interpolate, and only with it")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     keys = ("seed", "steps", "guidance_rescale", "eta", "final_step", "scales", "scales_interp", "freenoise",
-            "anchor_keyframes")
+            "anchor_keyframes", "stage", "keyframes_from")
     settings = {k: resolved[k] for k in keys}
     settings["keyframe_mode"] = resolved["keyframes"]
+    common = dict(steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, progress=True,
+                  final_step=cfg.final_step)
+    scales_interp = GuidanceScales(**cfg.scales_interp)
+    interp = dict(noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride,
+                  anchor_keyframes=cfg.anchor_keyframes, **common)
     videos = []
     for start in range(0, len(pairs), cfg.batch_size):
         batch = pairs[start : start + cfg.batch_size]
+        stored = [load_keyframes(Path(cfg.keyframes_from), p) for p in batch] if stage == "interpolate" else None
         images = [read_image(p.image) for p in batch]
         audio = [load_audio(p.audio) for p in batch]
-        result = pipe(
-            images, [w for w, _ in audio], [sr for _, sr in audio], [p.text or "" for p in batch],
-            keyframes=_keyframes_arg(cfg.keyframes),
-            scales_key=GuidanceScales(**cfg.scales), scales_interp=GuidanceScales(**cfg.scales_interp),
-            steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, seed=cfg.seed,
-            noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride, progress=True,
-            anchor_keyframes=cfg.anchor_keyframes, final_step=cfg.final_step,
-        )
+        inputs = (images, [w for w, _ in audio], [sr for _, sr in audio], [p.text or "" for p in batch])
+        if stage == "keyframes":
+            keys = pipe.generate_keyframes(*inputs, keyframes=_keyframes_arg(cfg.keyframes),
+                                           scales=GuidanceScales(**cfg.scales), seed=cfg.seed, **common)
+            for i, pair in enumerate(batch):
+                videos.append(save_keyframes(out, pair, pipe, keys.select(i), settings))
+                print(f"{videos[-1]}  keyframes {keys.keyframes[i].tolist()}")
+            continue
+        if stage == "interpolate":
+            result = pipe.interpolate(*inputs, keys=KeyframeOutput.cat(stored), scales=scales_interp, **interp)
+        else:
+            result = pipe(*inputs, keyframes=_keyframes_arg(cfg.keyframes), scales_key=GuidanceScales(**cfg.scales),
+                          scales_interp=scales_interp, seed=cfg.seed, **interp)
         for i, pair in enumerate(batch):
             videos.append(save_outputs(out, pair, result.frames[i], result.keyframes[i], result.motion[i],
                                        audio[i][0].numpy(), audio[i][1], settings))

@@ -134,6 +134,69 @@ def test_missing_and_mismatched_components(pipe, tmp_path):
         KeyVIDPipeline.from_pretrained(tmp_path)
 
 
+def test_stages_apart_give_the_frames_of_one_call(pipe, run_seed0):
+    """generate_keyframes then interpolate (the keys through their state dict, as a file between two
+    processes carries them) reproduce one call exactly: each sample's generator state travels along."""
+    from keyvid.pipeline import KeyframeOutput
+
+    args = (_image(), _impacts(), SR, "a hammer")
+    keys = pipe.generate_keyframes(*args, steps=2, seed=0)
+    assert keys.latents.shape[:3] == (1, 4, 12) and len(keys.rng_states) == 1
+    keys = KeyframeOutput.from_state_dict(torch.load(_save(keys.state_dict()), weights_only=True))
+    out = pipe.interpolate(*args, keys=keys, steps=2)
+    np.testing.assert_array_equal(out.frames, run_seed0.frames)
+    np.testing.assert_array_equal(out.keyframes, run_seed0.keyframes)
+    np.testing.assert_array_equal(out.motion, run_seed0.motion)
+    # two samples' keys joined (per-sample files, batched again) = the batched call, up to the
+    # rounding batching changes (test_batch_seeds_and_odd_inputs)
+    images, waves = [_image(1), _image(2)], [_impacts(1), _impacts(2)]
+    both = pipe(images, waves, SR, steps=1, seed=[3, 4])
+    parts = [pipe.generate_keyframes(im, w, SR, steps=1, seed=s) for im, w, s in zip(images, waves, (3, 4))]
+    again = pipe.interpolate(images, waves, SR, keys=KeyframeOutput.cat(parts), steps=1)
+    assert np.abs(again.frames.astype(int) - both.frames).max() <= 1
+    assert np.abs(again.frames[0].astype(int) - again.frames[1]).max() > 10  # each sample kept its own keys
+    with pytest.raises(ValueError, match="1 keyframe sets for 2 inputs"):
+        pipe.interpolate(images, waves, SR, keys=parts[0], steps=1)
+
+
+def _save(state):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_one_stage_pipelines_save_load_and_name_what_they_lack(pipe, tmp_path):
+    from keyvid.training.video_diffusion import tiny_encoders
+
+    root = pipe.save_pretrained(tmp_path / "full")
+    enc = tiny_encoders()
+    keyer = KeyVIDPipeline.from_exports(root / "localizer", root / "generator", None, enc, height=16, width=24)
+    finisher = KeyVIDPipeline.from_exports(None, None, root / "interpolator", enc, height=16, width=24)
+    assert keyer.stages == ("generator",) and finisher.stages == ("interpolator",) and finisher.localizer is None
+    for part, name in ((keyer, "keyer"), (finisher, "finisher")):
+        loaded = KeyVIDPipeline.from_pretrained(part.save_pretrained(tmp_path / name))
+        assert loaded.stages == part.stages and (loaded.localizer is None) == (part.localizer is None)
+    assert not (tmp_path / "finisher" / "generator").exists() and not (tmp_path / "finisher" / "localizer").exists()
+    args = (_image(), _impacts(), SR)
+    keys = keyer.generate_keyframes(*args, steps=1, seed=0)
+    ref = pipe(*args, steps=1, seed=0)
+    np.testing.assert_array_equal(finisher.interpolate(*args, keys=keys, steps=1).frames, ref.frames)
+    with pytest.raises(ValueError, match="no interpolator"):
+        keyer(*args, steps=1)
+    with pytest.raises(ValueError, match="no generator"):
+        finisher.generate_keyframes(*args, steps=1)
+    no_localizer = KeyVIDPipeline.from_exports(None, root / "generator", None, enc, height=16, width=24)
+    with pytest.raises(ValueError, match="no localizer"):
+        no_localizer.generate_keyframes(*args, steps=1)
+    given = no_localizer.generate_keyframes(*args, keyframes="uniform", steps=1)
+    assert given.keyframes[0].tolist() == uniform_keyframes(48, 12).tolist() and not given.motion.any()
+    with pytest.raises(ValueError, match="needs a generator, an interpolator or both"):
+        KeyVIDPipeline.from_exports(root / "localizer", None, None, enc, height=16, width=24)
+
+
 def test_prepare_image_modes_and_errors(tmp_path):
     for im in (_image(0, (5, 3, 3)), _image(0, (900, 40)), Image.fromarray(_image(0, (8, 8, 4)), "RGBA"),
                Image.fromarray(_image(0, (1, 1, 3))).convert("P")):

@@ -11,6 +11,12 @@
 #     N_TRAIN clips (default 16) are the training set AND the test set, keyframe system only
 #     (SYSTEMS), one seed, checkpoints every SAVE_EVERY=250 steps so it resumes across commands.
 #
+#   In two parts (each trains its UNet alone on the GPU, twice the time a shared command gives it):
+#     PART=keyframes: data, localizer + generators, each test clip's keyframes (keyframes/);
+#     PART=videos: data, interpolators, the videos from those keyframes, scoring. Both parts write the
+#     same OUT; the videos part only needs keyframes/ and eval/localizer_s*.json of the first
+#     (a few MB), so the parts can run in separate jobs or machines (copy those two over in between).
+#
 # Every table row stands beside its ceiling and chance level: ground_truth (the real clips),
 # vae_round_trip (the real clips through the pipeline's VAE: the ceiling a generated video can reach),
 # mismatched (each clip's video with the next clip's audio: chance), with frame-0 PSNR and the flicker
@@ -31,6 +37,8 @@ PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 SCALE=${SCALE:-gpu}
 MODE=${MODE:-compare}
+PART=${PART:-all}
+case $PART in all|keyframes|videos) ;; *) echo "PART must be all, keyframes or videos, got $PART" >&2; exit 2 ;; esac
 if [ "$MODE" = overfit ]; then
   : "${N_TRAIN:=16}" "${SEEDS:=0}" "${SYSTEMS:=keyframe}" "${SAVE_EVERY:=250}"
   [ "$SCALE" = smoke ] || { : "${GEN_STEPS:=1000}" "${INT_STEPS:=1000}"; }
@@ -111,9 +119,13 @@ parallel() {  # run the argument strings as commands, $PARALLEL at a time; fail 
   return $failed
 }
 jobs_=()
-for seed in $SEEDS; do jobs_+=("localizer $seed"); mkdir -p "$OUT/runs/s$seed"; done
 for seed in $SEEDS; do
-  for sampling in $SYSTEMS; do jobs_+=("video $seed $sampling generator" "video $seed $sampling interpolator"); done
+  mkdir -p "$OUT/runs/s$seed"
+  [ "$PART" = videos ] || jobs_+=("localizer $seed")
+  for sampling in $SYSTEMS; do
+    [ "$PART" = videos ] || jobs_+=("video $seed $sampling generator")
+    [ "$PART" = keyframes ] || jobs_+=("video $seed $sampling interpolator")
+  done
 done
 log "training ${#jobs_[@]} jobs, $PARALLEL at a time (logs: $OUT/runs/s<seed>/...log)"
 parallel "${jobs_[@]}" || { echo "a training job failed"; exit 1; }
@@ -121,18 +133,24 @@ log "training done"
 
 # 3. Test videos: every held-out clip's first frame + audio, through the assembled pipeline.
 GEN="$OUT/generated"
-generate() {  # generate <seed> <sampling>
-  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2" dst="$GEN/${2}_s$1"
+generate() {  # generate <seed> <sampling>: the videos (PART=all), the keyframes (keyframes) or the videos from them
+  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2" dst="$GEN/${2}_s$1" stage=full
+  local parts=(localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export"
+               interpolator="$run/interpolator/export") from=()
+  case $PART in
+    keyframes) stage=keyframes dst="$OUT/keyframes/${2}_s$1" parts[2]=interpolator=null ;;
+    videos) stage=interpolate parts=(localizer=null generator=null "${parts[2]}") from=(keyframes_from="$OUT/keyframes/${2}_s$1")
+      [ -f "$OUT/keyframes/${2}_s$1/DONE" ] || { echo "PART=videos: $OUT/keyframes/${2}_s$1 is missing (run PART=keyframes first)"; return 1; } ;;
+  esac
   [ -f "$dst/DONE" ] && return 0
-  $PY launch/assemble_pipeline.py localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export" \
-    interpolator="$run/interpolator/export" out="$run/pipeline" height="$HEIGHT" width="$WIDTH" \
+  $PY launch/assemble_pipeline.py "${parts[@]}" out="$run/pipeline.$stage" height="$HEIGHT" width="$WIDTH" \
     num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" encoders.pixel_scale="$PIXEL_SCALE" \
-    > "$run/assemble.log" 2>&1
+    > "$run/assemble.log" 2>&1 || { echo "FAILED: assembling $run/pipeline.$stage"; tail -n 20 "$run/assemble.log"; return 1; }
   local keyframes; keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)
-  $PY launch/generate.py pipeline="$run/pipeline" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
-    keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \
-    freenoise.window="$WINDOW" freenoise.stride=$((WINDOW / 2)) > "$run/generate.log" 2>&1 \
-    || { echo "FAILED: generation $dst (log: $run/generate.log)"; tail -n 20 "$run/generate.log"; return 1; }
+  $PY launch/generate.py pipeline="$run/pipeline.$stage" dataset="$OUT/data/test" split=test.txt out_dir="$dst" \
+    stage="$stage" "${from[@]}" keyframes="$keyframes" steps="$SAMPLE_STEPS" batch_size="$GEN_BATCH" seed="$seed" \
+    freenoise.window="$WINDOW" freenoise.stride=$((WINDOW / 2)) > "$run/generate.$stage.log" 2>&1 \
+    || { echo "FAILED: generation $dst (log: $run/generate.$stage.log)"; tail -n 20 "$run/generate.$stage.log"; return 1; }
   touch "$dst/DONE"
   log "generated $dst"
 }
@@ -140,10 +158,25 @@ jobs_=()
 for seed in $SEEDS; do for sampling in $SYSTEMS; do jobs_+=("generate $seed $sampling"); done; done
 # 48 frames x 4 guidance branches x GEN_BATCH clips per forward: one generation job can fill the GPU
 PARALLEL=$GEN_PARALLEL parallel "${jobs_[@]}" || { echo "a generation job failed"; exit 1; }
+DEVICE=${DEVICE:-$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
+localizer_ap() {  # the localizers' AP@t on the test clips (the keyframe system's test-time keyframes come from them)
+  mkdir -p "$OUT/eval"
+  for seed in $SEEDS; do
+    [ -s "$OUT/eval/localizer_s$seed.json" ] || $PY launch/evaluate_localizer.py checkpoint="$OUT/runs/s$seed/localizer/export" \
+      data.root="$OUT/data/test" data.split=test height="$HEIGHT" width="$WIDTH" device="$DEVICE" \
+      out="$OUT/eval/localizer_s$seed.json" > "$OUT/logs/evaluate_localizer_s$seed.log" 2>&1
+  done
+}
+if [ "$PART" = keyframes ]; then
+  localizer_ap
+  log "PART=keyframes done: the videos part needs $OUT/keyframes and $OUT/eval/localizer_s*.json"
+  exit 0
+fi
 # The test clips through the pipeline's VAE: the ceiling a generated video can reach.
 first_seed=${SEEDS%% *} first_system=${SYSTEMS%% *}
 if [ ! -f "$GEN/vae_round_trip/DONE" ]; then
-  $PY launch/generate.py pipeline="$OUT/runs/s$first_seed/$first_system/pipeline" dataset="$OUT/data/test" split=test.txt \
+  $PY launch/generate.py pipeline="$OUT/runs/s$first_seed/$first_system/pipeline.$([ "$PART" = videos ] && echo interpolate || echo full)" \
+    dataset="$OUT/data/test" split=test.txt \
     round_trip=true out_dir="$GEN/vae_round_trip" > "$OUT/logs/round_trip.log" 2>&1 \
     || { echo "FAILED: VAE round trip (log: $OUT/logs/round_trip.log)"; tail -n 20 "$OUT/logs/round_trip.log"; exit 1; }
   touch "$GEN/vae_round_trip/DONE"
@@ -164,11 +197,5 @@ done
 $PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync,av_align,fidelity] \
   mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
   || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
-# The localizers' AP@t on the test clips (the keyframe system's test-time keyframes come from them).
-DEVICE=${DEVICE:-$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
-for seed in $SEEDS; do
-  [ -s "$OUT/eval/localizer_s$seed.json" ] || $PY launch/evaluate_localizer.py checkpoint="$OUT/runs/s$seed/localizer/export" \
-    data.root="$OUT/data/test" data.split=test height="$HEIGHT" width="$WIDTH" device="$DEVICE" \
-    out="$OUT/eval/localizer_s$seed.json" > "$OUT/logs/evaluate_localizer_s$seed.log" 2>&1
-done
+[ "$PART" = videos ] || localizer_ap  # PART=videos: from the keyframes part
 $PY launch/recipes/summarize_keyframe_vs_uniform.py "$OUT"

@@ -115,3 +115,29 @@ def test_dataset_split_input_names_outputs_for_the_evaluator(tmp_path):
         generate.setup_inputs(_cfg(f"dataset={root}"))
     with pytest.raises(ValueError, match="one of dataset="):
         generate.setup_inputs(_cfg(f"dataset={root}", f"image={root}"))
+
+
+@needs_media
+def test_keyframes_then_interpolate_stages_give_the_full_run(tmp_path):
+    """stage=keyframes writes <name>.keyframes.pt; stage=interpolate in another run finishes the same
+    video as stage=full, and names a missing keyframes file."""
+    import numpy as np
+
+    from keyvid.data.io import read_av
+
+    pair = (f"image={IMAGE}", f"audio={AUDIO}", "text=a lion", "steps=2")
+    (full,) = generate.run(_cfg(*pair), tmp_path / "full")
+    (keys,) = generate.run(_cfg(*pair, "stage=keyframes"), tmp_path / "keys")
+    assert keys.name.endswith(".keyframes.pt") and not list((tmp_path / "keys").glob("*.mp4"))
+    assert (tmp_path / "keys" / keys.name.replace(".pt", ".png")).stat().st_size > 0
+    (video,) = generate.run(_cfg(*pair, "stage=interpolate", f"keyframes_from={tmp_path / 'keys'}"), tmp_path / "v")
+    np.testing.assert_array_equal(read_av(video, require_audio=False).frames, read_av(full, require_audio=False).frames)
+    record = json.loads(video.with_name(video.stem + ".keyframes.json").read_text())
+    assert record["keyframes"] == json.loads(full.with_name(full.stem + ".keyframes.json").read_text())["keyframes"]
+    with pytest.raises(FileNotFoundError, match=r"keyframes for .*\.keyframes\.pt not found"):
+        generate.run(_cfg(*pair, "stage=interpolate", f"keyframes_from={tmp_path}"), tmp_path / "v2")
+    keys.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="is not a keyframes file"):
+        generate.run(_cfg(*pair, "stage=interpolate", f"keyframes_from={tmp_path / 'keys'}"), tmp_path / "v3")
+    with pytest.raises(ValueError, match="keyframes_from"):
+        generate.run(_cfg(*pair, "stage=keyframes", f"keyframes_from={tmp_path}"), tmp_path / "v4")

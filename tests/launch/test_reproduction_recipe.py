@@ -5,6 +5,7 @@ across commands). One seed: the summary's per-seed statistics are the same code 
 the overfit mode's plumbing (test clips = training clips, keyframe system only)."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -75,3 +76,19 @@ def test_smoke_overfit_mode_scores_the_training_clips(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["by_sampling"]) == {"keyframe", "vae_round_trip", "ground_truth", "mismatched"}
     assert summary["clips_per_run"]["keyframe_s0"] == 3 and not (out / "runs/s0/uniform").exists()
+    # The same run in two parts on two "machines": the keyframes part, then the videos part in a fresh
+    # folder that gets only keyframes/ and the localizer's AP from the first: the same videos.
+    first, second = tmp_path / "part1", tmp_path / "part2"
+    stdout, _ = _recipe(first, MODE="overfit", N_TRAIN="3", PART="keyframes")
+    assert "PART=keyframes done" in stdout and not (first / "runs/s0/keyframe/interpolator").exists()
+    assert not (first / "generated").exists()
+    assert len(list((first / "keyframes/keyframe_s0").rglob("*.keyframes.pt"))) == 3
+    (second / "eval").mkdir(parents=True)
+    shutil.copytree(first / "keyframes", second / "keyframes")
+    shutil.copy(first / "eval/localizer_s0.json", second / "eval")
+    _recipe(second, MODE="overfit", N_TRAIN="3", PART="videos")
+    assert not (second / "runs/s0/localizer").exists() and not (second / "runs/s0/keyframe/generator").exists()
+    for video in (out / "generated/keyframe_s0").rglob("*.mp4"):
+        again = second / "generated/keyframe_s0" / video.relative_to(out / "generated/keyframe_s0")
+        assert (read_av(again, require_audio=False).frames == read_av(video, require_audio=False).frames).all()
+    assert json.loads((second / "summary.json").read_text())["localizer_ap"] == summary["localizer_ap"]

@@ -307,13 +307,12 @@ class KeyVIDPipeline:
         num_keyframes: int = 12,
         audio_layout: str = "aligned",
     ) -> None:
-        eval_ = lambda m: None if m is None else m.eval()  # noqa: E731
-        self.localizer = eval_(localizer)
+        self.localizer = _eval(localizer)
         self.audio_encoder = audio_encoder.eval()
-        self.generator = eval_(generator)
-        self.interpolator = eval_(interpolator)
-        self.generator_projector = eval_(generator_projector)
-        self.interpolator_projector = eval_(interpolator_projector)
+        self.generator = _eval(generator)
+        self.interpolator = _eval(interpolator)
+        self.generator_projector = _eval(generator_projector)
+        self.interpolator_projector = _eval(interpolator_projector)
         self.vae = vae
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
@@ -448,15 +447,11 @@ class KeyVIDPipeline:
             for file in files:
                 if not (root / name / file).is_file():
                     raise FileNotFoundError(f"KeyVID pipeline component {name!r}: {root / name / file} not found")
-        unet = lambda stage: KeyframeUNet.from_pretrained(root / stage / "unet") if stage in stages else None  # noqa: E731
-        proj = lambda stage: Resampler.from_pretrained(root / stage / "image_proj") if stage in stages else None  # noqa: E731
+        folders = {stage: root / stage for stage in stages}
         pipe = cls(
             localizer=load_exported(root / "localizer") if has_localizer else None,
             audio_encoder=load_exported(root / "audio_encoder"),
-            generator=unet("generator"),
-            interpolator=unet("interpolator"),
-            generator_projector=proj("generator"),
-            interpolator_projector=proj("interpolator"),
+            **_stage_modules(folders),
             vae=FrozenVAE.from_pretrained(root / "vae"),
             text_encoder=FrozenCLIPTextEncoder.from_pretrained(root / "text_encoder"),
             image_encoder=FrozenCLIPImageEncoder.from_pretrained(root / "image_encoder"),
@@ -487,15 +482,10 @@ class KeyVIDPipeline:
                     path = folders[stage] / part / file
                     if not path.is_file():
                         raise FileNotFoundError(f"{stage} export: {path} not found")
-        unet = lambda s: KeyframeUNet.from_pretrained(folders[s] / "unet") if s in folders else None  # noqa: E731
-        proj = lambda s: Resampler.from_pretrained(folders[s] / "image_proj") if s in folders else None  # noqa: E731
         return cls(
             localizer=load_exported(folders["localizer"]) if "localizer" in folders else None,
             audio_encoder=encoders.audio,
-            generator=unet("generator"),
-            interpolator=unet("interpolator"),
-            generator_projector=proj("generator"),
-            interpolator_projector=proj("interpolator"),
+            **_stage_modules(folders),
             vae=encoders.vae,
             text_encoder=encoders.clip_text,
             image_encoder=encoders.clip_image,
@@ -766,6 +756,21 @@ class KeyVIDPipeline:
 
 
 # ------------------------------------------------------------------------------------ our modules' files
+
+
+def _eval(module: nn.Module | None) -> nn.Module | None:
+    return None if module is None else module.eval()
+
+
+def _stage_modules(folders: dict[str, Path]) -> dict[str, nn.Module | None]:
+    """Each stage's UNet and image projector from ``folders[stage]`` (``unet/``, ``image_proj/``); None
+    for a stage without a folder."""
+    modules = {}
+    for stage in STAGES:
+        folder = folders.get(stage)
+        modules[stage] = None if folder is None else KeyframeUNet.from_pretrained(folder / "unet")
+        modules[f"{stage}_projector"] = None if folder is None else Resampler.from_pretrained(folder / "image_proj")
+    return modules
 
 
 def localizer_config(model: KeyframeLocalizer) -> dict:

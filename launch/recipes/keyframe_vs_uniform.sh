@@ -134,16 +134,19 @@ log "training done"
 # 3. Test videos: every held-out clip's first frame + audio, through the assembled pipeline.
 GEN="$OUT/generated"
 generate() {  # generate <seed> <sampling>: the videos (PART=all), the keyframes (keyframes) or the videos from them
-  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2" dst="$GEN/${2}_s$1" stage=full
-  local parts=(localizer="$OUT/runs/s$seed/localizer/export" generator="$run/generator/export"
-               interpolator="$run/interpolator/export") from=()
-  case $PART in
-    keyframes) stage=keyframes dst="$OUT/keyframes/${2}_s$1" parts[2]=interpolator=null ;;
-    videos) stage=interpolate parts=(localizer=null generator=null "${parts[2]}") from=(keyframes_from="$OUT/keyframes/${2}_s$1")
-      [ -f "$OUT/keyframes/${2}_s$1/DONE" ] || { echo "PART=videos: $OUT/keyframes/${2}_s$1 is missing (run PART=keyframes first)"; return 1; } ;;
+  local seed=$1 sampling=$2 run="$OUT/runs/s$1/$2" keys="$OUT/keyframes/${2}_s$1"
+  local loc="$OUT/runs/s$1/localizer/export" gen="$run/generator/export" int="$run/interpolator/export"
+  local stage=full dst="$GEN/${2}_s$1" from=()
+  case $PART in  # a part's pipeline leaves out what it did not train
+    keyframes) stage=keyframes dst=$keys int=null ;;
+    videos) stage=interpolate loc=null gen=null from=(keyframes_from="$keys") ;;
   esac
   [ -f "$dst/DONE" ] && return 0
-  $PY launch/assemble_pipeline.py "${parts[@]}" out="$run/pipeline.$stage" height="$HEIGHT" width="$WIDTH" \
+  if [ "$PART" = videos ] && [ ! -f "$keys/DONE" ]; then
+    echo "PART=videos: $keys is missing (run PART=keyframes first)"; return 1
+  fi
+  $PY launch/assemble_pipeline.py localizer="$loc" generator="$gen" interpolator="$int" out="$run/pipeline.$stage" \
+    height="$HEIGHT" width="$WIDTH" \
     num_keyframes="$NUM_KEYFRAMES" encoders.kind=pixel encoders.pixel_factor="$PIXEL" encoders.pixel_scale="$PIXEL_SCALE" \
     > "$run/assemble.log" 2>&1 || { echo "FAILED: assembling $run/pipeline.$stage"; tail -n 20 "$run/assemble.log"; return 1; }
   local keyframes; keyframes=$([ "$sampling" = keyframe ] && echo localizer || echo uniform)

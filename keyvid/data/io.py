@@ -5,6 +5,8 @@ Every error names the file: a corrupt clip in a folder of thousands must be find
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,11 +43,26 @@ def _audio_to_array(frames: list) -> np.ndarray:
     return np.concatenate(chunks, axis=1)
 
 
+def _why_missing(path: Path) -> str:
+    """Why a path that ``exists()`` denies is missing, when it is a symlink: a loop or a dangling link."""
+    if not path.is_symlink():
+        return ""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 raises RuntimeError for a loop
+        return " (a symlink loop)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return " (a symlink loop)"
+        return f" (a dangling symlink to {os.readlink(path)})"
+    return ""
+
+
 def read_av(path: str | Path, *, require_audio: bool = False) -> AVClip:
     """Decode every video frame (RGB) and the whole first audio track of ``path``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"video file not found: {path}")
+        raise FileNotFoundError(f"video file not found: {path}{_why_missing(path)}")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from keyvid.eval.bootstrap import mean_interval
+
 AUDIO_RATE = 22050
 N_FFT, HOP, N_MELS = 2048, 512, 128
 
@@ -149,19 +151,9 @@ def iou(audio_s: Sequence[float], video_s: Sequence[float], fps: float) -> float
     return matched / (len(a) + len(v) - matched)
 
 
-def bootstrap_mean(values: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean (over clips)."""
-    x = np.asarray(values, np.float64)
-    if x.size < 2:
-        return (float("nan"), float("nan"))
-    idx = np.random.default_rng(seed).integers(0, x.size, (n, x.size))
-    means = x[idx].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def av_align(scores: Sequence[float]) -> AVAlign:
     """Mean and interval over clips of per-clip scores (NaN ones left out and counted)."""
     x = np.asarray(scores, np.float64)
     ok = x[np.isfinite(x)]
-    return AVAlign(float(ok.mean()) if ok.size else float("nan"), bootstrap_mean(ok), int(ok.size),
+    return AVAlign(float(ok.mean()) if ok.size else float("nan"), mean_interval(ok), int(ok.size),
                    int(x.size - ok.size))

@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from keyvid.eval.bootstrap import interval, resample
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images in [0, 1] (peak 1); inf when identical."""
@@ -48,8 +50,7 @@ def pooled_fidelity(rows: list[dict], seed: int = 0, draws: int = 2000) -> dict:
     p = np.array([min(r["PSNR-0"], 100.0) for r in rows])
     g = np.array([r["flicker"] for r in rows])
     f = np.array([r["flicker_ref"] for r in rows])
-    idx = np.random.default_rng(seed).integers(0, len(rows), size=(draws, len(rows)))
+    idx = resample(len(rows), draws, seed)
     ratio = g[idx].mean(1) / np.maximum(f[idx].mean(1), 1e-12)
-    return {"PSNR-0": float(p.mean()), "PSNR-0_ci95": [float(np.quantile(p[idx].mean(1), q)) for q in (0.025, 0.975)],
-            "Flicker": float(g.mean() / max(f.mean(), 1e-12)),
-            "Flicker_ci95": [float(np.quantile(ratio, q)) for q in (0.025, 0.975)]}
+    return {"PSNR-0": float(p.mean()), "PSNR-0_ci95": list(interval(p[idx].mean(1))),
+            "Flicker": float(g.mean() / max(f.mean(), 1e-12)), "Flicker_ci95": list(interval(ratio))}

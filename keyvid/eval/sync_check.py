@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keyvid.eval import av_align as ava
+from keyvid.eval.bootstrap import statistic_interval
 from keyvid.eval.sync import DEFAULT_TOLERANCE_S, SyncDetector, f1_from_counts, sync_scores, video_peaks
 
 SHIFT_S = 1 / 3
@@ -68,10 +69,7 @@ def sync_f1(clips: Sequence[Clip], detector: SyncDetector = SyncDetector(), tole
     per, pooled = sync_scores(peaks, [c.impacts for c in clips], [c.fps for c in clips], tolerance_s)
     counts = np.array([[np.nan_to_num(s.precision * s.num_peaks), s.num_peaks,
                         np.nan_to_num(s.recall * s.num_impacts), s.num_impacts] for s in per], np.float64)
-    rng = np.random.default_rng(0)
-    boots = [f1_from_counts(*counts[rng.integers(0, len(per), len(per))].sum(axis=0)) for _ in range(n_boot)]
-    boots = np.asarray([b for b in boots if np.isfinite(b)])
-    ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots.size else (np.nan, np.nan)
+    ci = statistic_interval(counts, lambda c: f1_from_counts(*c.sum(axis=0)), draws=n_boot)
     return float(pooled.f1), ci
 
 

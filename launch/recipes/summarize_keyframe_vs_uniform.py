@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from keyvid.eval.bootstrap import mean_interval
 from keyvid.eval.fidelity import pooled_fidelity
 
 SYNC_METRICS = ("Sync-P", "Sync-R", "Sync-F1", "Sync-offset")
@@ -57,7 +58,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generator) -> dict:
+def paired(eval_dir: Path, seeds: list[str], metric: str) -> dict:
     diffs = []
     for seed in seeds:
         a, b = (eval_dir / f"per_clip_{s}_s{seed}.csv" for s in ("keyframe", "uniform"))
@@ -71,11 +72,9 @@ def paired(eval_dir: Path, seeds: list[str], metric: str, rng: np.random.Generat
     d = np.asarray(diffs)
     if d.size == 0:
         return {"clips": 0}
-    boot = rng.choice(d, size=(2000, d.size), replace=True).mean(1)
     better = d < 0 if metric == "Sync-offset" else d > 0  # a smaller offset is better
     return {"clips": int(d.size), "mean": float(d.mean()),
-            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            "keyframe_better": int(better.sum()), "uniform_better": int(((d != 0) & ~better).sum()),
+            "ci95": list(mean_interval(d)), "keyframe_better": int(better.sum()), "uniform_better": int(((d != 0) & ~better).sum()),
             "ties": int((d == 0).sum())}
 
 
@@ -89,9 +88,8 @@ def clip_intervals(eval_dir: Path, run: str, seed: int = 0, draws: int = 2000) -
     f1 = np.array([_float(r.get("Sync-F1")) for r in rows])
     f1 = f1[~np.isnan(f1)]
     if f1.size:
-        boot = np.random.default_rng(seed).choice(f1, size=(draws, f1.size), replace=True).mean(1)
         out["clip_F1"] = float(f1.mean())
-        out["clip_F1_ci95"] = [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
+        out["clip_F1_ci95"] = list(mean_interval(f1, draws, seed))
     fid = [{k: _float(r[k]) for k in ("PSNR-0", "flicker", "flicker_ref")} for r in rows if r.get("PSNR-0")]
     if fid:
         out.update(pooled_fidelity(fid, seed, draws))
@@ -142,9 +140,8 @@ def summarize(out: Path) -> dict:
         for metric in METRICS:
             entry[metric]["mean"], entry[metric]["std"] = mean_std(list(entry[metric]["per_seed"].values()))
     seeds = sorted(by.get("keyframe", {}).get("Sync-F1", {}).get("per_seed", {}), key=int)
-    rng = np.random.default_rng(0)
     summary = {"by_sampling": by, "clips_per_run": clips, "seeds": seeds,
-               "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m, rng) for m in SYNC_METRICS},
+               "paired_keyframe_minus_uniform": {m: paired(eval_dir, seeds, m) for m in SYNC_METRICS},
                "intervals": {row["run"]: clip_intervals(eval_dir, row["run"].replace("/", "_")) for row in rows}}
     ceiling = {r["run"]: _float(r.get("Sync-F1")) for r in rows}.get("vae_round_trip", math.nan)
     # NaN when the ceiling is 0 (a smoke run's three tiny clips can have no detected event at all)

@@ -108,8 +108,12 @@ def test_bad_inputs_are_rejected_with_a_reason(tmp_path, flow):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).bytes(5000))
     silent = write_av(tmp_path / "silent.mp4", np.zeros((48, 32, 32, 3), np.uint8), 24.0)
+    loop, dangling = tmp_path / "loop.mp4", tmp_path / "dangling.mp4"
+    loop.symlink_to(loop)
+    dangling.symlink_to(tmp_path / "gone.mp4")
     for path, reason in [(corrupt, "not a readable media file"), (silent, "no audio"),
-                         (tmp_path / "missing.mp4", "not found")]:
+                         (tmp_path / "missing.mp4", "not found"), (loop, "not found: " + f"{loop} (a symlink loop)"),
+                         (dangling, f"(a dangling symlink to {tmp_path / 'gone.mp4'})")]:
         with pytest.raises(Rejected) as e:
             ingest_video(VideoRecord(path, "", path.stem, ""), flow, **SIZE)
         assert reason in e.value.reason and e.value.path == str(path)

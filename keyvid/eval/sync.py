@@ -18,6 +18,15 @@ Two event detectors (``SyncDetector``; ``sync.detector`` in conf/evaluate.yaml):
        own range ``max - median``, and rising at least ``min_change`` (1 %) of the frame height in
        pixels above the median (a calm clip's flow noise and drift stay below it: 0.16-0.43 px at
        64x96, against 2.5-6.6 px for impacts). Every length is in seconds, so frame rate does not matter.
+``trajectory`` (a diagnostic for ``data_prep.synthetic``'s impact classes, not a general score)
+    No flow: the moving object is the 2 % of pixels farthest from the clip's per-pixel temporal
+    median, its height the centroid row of those pixels weighted by their distance; an impact is a
+    lowest point of that height (a peak of the row index, prominence ``traj_prominence`` of the
+    frame height, peaks ``distance_s`` apart). It asks only "is the object where the real clip has
+    it, when", so it does not read the blur or texture shimmer of a generated video as events, which
+    the flow detectors do (docs/learning.md, the split overfit run). It assumes one object falling or
+    swinging down onto a static ground, as the synthetic bouncing ball and hammer do; on a calm clip
+    it finds whatever the drift makes, so use it on impact clips only.
 ``legacy``
     The first detector, tuned on ``data_prep.synthetic``: mean flow *speed* ``|u| + |v|`` with
     no camera compensation, scaled as ``(M - median(M)) / max(M)``, moving average of 5 frames,
@@ -49,7 +58,7 @@ from scipy.signal import find_peaks
 from keyvid.data.keyframes import detect_keypoints
 from keyvid.data.motion import ClassicFlow, FlowBackend, flow_to_score
 
-DETECTORS = ("robust", "legacy")
+DETECTORS = ("robust", "trajectory", "legacy")
 OFFSET_FPS = 24.0  # offsets are reported in frames of the 24 fps output
 DEFAULT_TOLERANCE_S = 0.1
 
@@ -62,6 +71,8 @@ class SyncDetector:
     prominence: float = 0.1
     quantile: float = 0.99
     min_change: float = 0.01  # of the frame height, px: weaker changes are no event (flow noise, drift)
+    traj_prominence: float = 0.03  # trajectory: of the frame height
+    traj_share: float = 0.02  # trajectory: the share of pixels taken as the moving object
 
     def __post_init__(self):
         if self.name not in DETECTORS:
@@ -132,11 +143,38 @@ def event_peaks(curve: Sequence[float] | np.ndarray, fps: float, detector: SyncD
     return peaks[near[peaks] - base >= floor].astype(np.int64)
 
 
+def object_height(frames: np.ndarray, share: float = 0.02) -> np.ndarray:
+    """"t h w c" frames -> "t" row of the moving object's centroid (larger = lower in the frame): the
+    ``share`` of pixels farthest from the clip's per-pixel temporal median, weighted by that distance."""
+    v = np.asarray(frames, np.float32)
+    dist = np.abs(v - np.median(v, axis=0)).sum(axis=-1)  # "t h w"
+    cut = np.quantile(dist.reshape(len(v), -1), 1.0 - share, axis=1)[:, None, None]
+    weight = np.where(dist > cut, dist, 0.0)
+    rows = np.arange(v.shape[1], dtype=np.float32)[None, :, None]
+    mass = weight.sum(axis=(1, 2))
+    centre = (weight * rows).sum(axis=(1, 2)) / np.maximum(mass, 1e-6)
+    return np.where(mass > 0, centre, np.nan).astype(np.float64)
+
+
+def trajectory_peaks(height: np.ndarray, fps: float, frame_height: int,
+                     detector: SyncDetector = SyncDetector("trajectory")) -> np.ndarray:
+    """Lowest points of ``object_height``: peaks with a prominence of ``traj_prominence`` x frame height."""
+    h = np.asarray(height, np.float64)
+    if not np.isfinite(h).any():  # a frozen video has no moving pixel
+        return np.zeros(0, np.int64)
+    h = np.where(np.isfinite(h), h, np.nanmedian(h))
+    distance = max(1, int(round(detector.distance_s * fps)))
+    return find_peaks(h, distance=distance, prominence=detector.traj_prominence * frame_height)[0].astype(np.int64)
+
+
 def video_peaks(frames: np.ndarray, fps: float = 24.0, backend: FlowBackend | None = None,
                 detector: SyncDetector = SyncDetector()) -> tuple[np.ndarray, np.ndarray]:
     """"t h w c" uint8 frames -> (curve "t", peak frames) with ``detector``."""
     if frames.ndim != 4 or len(frames) < 3:
         raise ValueError(f"need at least 3 frames 't h w c' for motion events, got shape {frames.shape}")
+    if detector.name == "trajectory":
+        height = object_height(frames, detector.traj_share)
+        return height, trajectory_peaks(height, fps, frames.shape[1], detector)
     flow = (backend or ClassicFlow())(frames)
     if detector.name == "legacy":
         curve = flow_to_score(flow)

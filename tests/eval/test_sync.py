@@ -43,7 +43,7 @@ def test_frozen_and_flat_curves_have_no_peak():
     assert event_peaks(bump, 24.0).tolist() == [20] and event_peaks(bump, 24.0, floor=1.0).size == 0
 
 
-@pytest.mark.parametrize("detector", ["robust", "legacy"])
+@pytest.mark.parametrize("detector", ["robust", "trajectory", "legacy"])
 def test_true_video_scores_high_shifted_lower_static_lowest(impact_clips, detector):
     videos, times = impact_clips
     det = SyncDetector(detector)
@@ -66,6 +66,21 @@ def test_calm_video_has_no_peaks_and_misses_impacts(impact_clips, detector):
     assert calm[2].label == "calm"
     per_clip, pooled, _ = score_videos([calm[0]], [times[0]], fps=24.0, detector=SyncDetector(detector))
     assert pooled.recall == 0.0 and pooled.num_peaks == 0
+
+
+def test_trajectory_detector_follows_the_object_through_blur_and_shimmer(impact_clips):
+    """What the trajectory diagnostic is for: a generated video whose object lands on every impact but
+    is blurred, with the whole frame shimmering independently per frame, still scores as in sync."""
+    from scipy.ndimage import uniform_filter
+
+    videos, times = impact_clips
+    rng = np.random.default_rng(0)
+    soft = [np.clip(uniform_filter(v.astype(np.float32), size=(1, 3, 3, 1)) + rng.normal(0, 3, v.shape), 0, 255)
+            .astype(np.uint8) for v in videos]
+    _, true, _ = score_videos(soft, times, fps=24.0, detector=SyncDetector("trajectory"))
+    assert true.f1 >= 0.85, true
+    late = [np.concatenate([v[:1].repeat(6, 0), v[:-6]]) for v in soft]
+    assert score_videos(late, times, fps=24.0, detector=SyncDetector("trajectory"))[1].f1 < 0.5 * true.f1
 
 
 def test_unknown_detector_is_refused():

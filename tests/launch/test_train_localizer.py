@@ -8,7 +8,7 @@ import torch
 
 from keyvid.training.checkpoint import list_checkpoints
 from keyvid.training.export import load_exported
-from tests.launch.helpers import REPO, env, losses, run_script
+from tests.launch.helpers import REPO, _free_port, env, losses, run_script
 
 
 def _shards(tiny_shards):
@@ -150,3 +150,38 @@ def test_sigterm_checkpoints_then_exits_143_and_resumes_exactly(tiny_shards, tmp
     ref = losses(run_script("train_localizer.py", *args, f"run_dir={tmp_path / 'ref'}", "train.max_steps=30").stdout)
     for step, value in got.items():
         assert value == pytest.approx(ref[step], abs=1e-5), step
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_sigterm_to_the_launcher_reaches_both_workers_and_checkpoints(tiny_shards, tmp_path, launcher):
+    """SLURM signals the job step's launcher (srun runs ``accelerate launch`` or ``torchrun``), not the
+    workers, which torch elastic starts in sessions of their own. The launcher's agent forwards the
+    SIGTERM; both ranks must stop after the same step, save one complete checkpoint there, and leave
+    no worker running."""
+    import psutil
+
+    run_dir = tmp_path / "run"
+    script = [str(REPO / "launch/train_localizer.py"), "debug=tiny", _shards(tiny_shards), "train.save_every=100",
+              "train.log_every=1", f"run_dir={run_dir}", "train.max_steps=200"]
+    port = str(_free_port())
+    cmd = ([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(REPO / "launch/accelerate/cpu_ddp.yaml"), "--main_process_port", port, *script]
+           if launcher == "accelerate" else
+           [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, *script])
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.time() + 240
+    while "step 3/200" not in seen:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, seen
+        seen += line
+        assert time.time() < deadline, seen
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)  # the launcher only, as srun / scancel do
+    out = seen + proc.communicate(timeout=240)[0]
+    assert proc.returncode != 0, out  # a stopped run is not a finished one
+    done = list_checkpoints(run_dir / "checkpoints")
+    assert len(done) == 1 and (done[0] / "COMPLETE").exists(), out
+    assert 3 <= int(done[0].name.split("-")[1]) < 200
+    assert "stop signal (SIGTERM)" in out, out
+    psutil.wait_procs(workers, timeout=30)
+    assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], out

@@ -346,8 +346,6 @@ def _write_raw(path: Path, frames, fps, audio=None, codec="ffv1", fmt="matroska"
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         odd = frames.shape[1] % 2 or frames.shape[2] % 2  # 4:2:0 needs even sizes
         vs.pix_fmt = "yuv420p" if codec == "libx264" and not odd else "yuv444p"
-        if rotate is not None:
-            vs.metadata["rotate"] = str(rotate)
         if pts is not None:
             vs.time_base = Fraction(1, 1000)
         if audio is not None:
@@ -371,7 +369,23 @@ def _write_raw(path: Path, frames, fps, audio=None, codec="ffv1", fmt="matroska"
                 out.mux(pkt)
             for pkt in a.encode(None):
                 out.mux(pkt)
+    if rotate is not None:  # a real display matrix (FFmpeg no longer writes a "rotate" tag): mp4 only
+        _set_display_quarter_turn(path)
     return path
+
+
+def _set_display_quarter_turn(path: Path) -> None:
+    """Replace the identity matrix of the mp4's track header by the 90-degree one phones write for
+    portrait clips (ffprobe: "rotation of -90 degrees"; players show the frames turned clockwise)."""
+    import struct
+
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    data = bytearray(path.read_bytes())
+    at = data.find(identity, data.find(b"tkhd"))
+    if at < 0:
+        raise RuntimeError(f"{path}: no track-header matrix to rotate")
+    data[at:at + 36] = struct.pack(">9I", 0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
 
 
 def hostile_corpus(root: Path, short: bool = False) -> dict[str, str]:

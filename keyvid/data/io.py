@@ -58,8 +58,17 @@ def _why_missing(path: Path) -> str:
     return ""
 
 
+def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
+    """"h w c" as displayed: ``rotation`` is the display matrix's counter-clockwise angle in degrees
+    (PyAV's ``VideoFrame.rotation``; a phone's portrait clip stored landscape has -90 and is shown
+    turned 90 degrees clockwise, as ``ffmpeg``'s autorotate does). Multiples of 90 only."""
+    quarter = int(round(rotation / 90.0)) % 4
+    return frame if quarter == 0 else np.ascontiguousarray(np.rot90(frame, k=quarter))
+
+
 def read_av(path: str | Path, *, require_audio: bool = False) -> AVClip:
-    """Decode every video frame (RGB) and the whole first audio track of ``path``."""
+    """Decode every video frame (RGB, turned upright by the stream's display matrix, as players
+    and ``ffmpeg`` show it) and the whole first audio track of ``path``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"video file not found: {path}{_why_missing(path)}")
@@ -82,7 +91,7 @@ def read_av(path: str | Path, *, require_audio: bool = False) -> AVClip:
         try:
             for frame in container.decode(*streams):
                 if isinstance(frame, av.VideoFrame):
-                    video.append(frame.to_ndarray(format="rgb24"))
+                    video.append(upright(frame.to_ndarray(format="rgb24"), frame.rotation))
                 else:
                     audio.append(frame)
         except av.error.FFmpegError as e:

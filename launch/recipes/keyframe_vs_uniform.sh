@@ -200,5 +200,10 @@ done
 $PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync,av_align,fidelity] \
   mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval" device=cpu > "$OUT/logs/evaluate.log" 2>&1 \
   || { tail -n 30 "$OUT/logs/evaluate.log"; exit 1; }
+# the object-trajectory diagnostic beside it (no flow: is the object where the real clip has it, when;
+# meaningful on the impact classes only, docs/learning.md); per-clip rows in eval_trajectory/
+$PY launch/evaluate.py generated="$GEN" reference="$OUT/data/test" dataset=synthetic metrics=[sync] sync.detector=trajectory \
+  mode=frames48 num_clips=1 sweep=true out_dir="$OUT/eval_trajectory" device=cpu > "$OUT/logs/evaluate_trajectory.log" 2>&1 \
+  || { tail -n 30 "$OUT/logs/evaluate_trajectory.log"; exit 1; }
 [ "$PART" = videos ] || localizer_ap  # PART=videos: from the keyframes part
 $PY launch/recipes/summarize_keyframe_vs_uniform.py "$OUT"

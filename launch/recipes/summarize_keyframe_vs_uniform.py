@@ -93,6 +93,12 @@ def clip_intervals(eval_dir: Path, run: str, seed: int = 0, draws: int = 2000) -
     fid = [{k: _float(r[k]) for k in ("PSNR-0", "flicker", "flicker_ref")} for r in rows if r.get("PSNR-0")]
     if fid:
         out.update(pooled_fidelity(fid, seed, draws))
+    traj = eval_dir.parent / "eval_trajectory" / path.name  # the trajectory diagnostic, impact clips only
+    if traj.is_file():
+        f1 = np.array([_float(r.get("Sync-F1")) for r in read_csv(traj) if not r["clip"].startswith("calm/")])
+        f1 = f1[~np.isnan(f1)]
+        if f1.size:
+            out["traj_F1"], out["traj_F1_ci95"] = float(f1.mean()), list(mean_interval(f1, draws, seed))
     return out
 
 
@@ -173,7 +179,8 @@ def markdown(summary: dict) -> str:
                      f"{_fmt(e['Sync-F1'], 3)} | {_fmt(e['Sync-offset'], 2)} | {_fmt(e['PSNR-0'], 2)} | "
                      f"{_fmt(e['Flicker'], 2)} | {per_seed} |")
     lines += ["", "Per run, 95 % bootstrap intervals over clips (ceiling: vae_round_trip; chance: mismatched):", "",
-              "| run | Sync-F1 / round trip's | per-clip Sync-F1 | frame-0 PSNR (dB) | flicker ratio |", "|---|---|---|---|---|"]
+              "| run | Sync-F1 / round trip's | per-clip Sync-F1 | frame-0 PSNR (dB) | flicker ratio "
+              "| trajectory Sync-F1, impact clips |", "|---|---|---|---|---|---|"]
 
     def ci(iv: dict, key: str, digits: int) -> str:
         if key not in iv:
@@ -184,7 +191,7 @@ def markdown(summary: dict) -> str:
     for run, iv in summary.get("intervals", {}).items():
         frac = summary.get("f1_over_round_trip", {}).get(run, math.nan)
         lines.append(f"| {run} | {'n/a' if math.isnan(frac) else f'{frac:.2f}'} | {ci(iv, 'clip_F1', 3)} | "
-                     f"{ci(iv, 'PSNR-0', 2)} | {ci(iv, 'Flicker', 2)} |")
+                     f"{ci(iv, 'PSNR-0', 2)} | {ci(iv, 'Flicker', 2)} | {ci(iv, 'traj_F1', 3)} |")
     if summary.get("localizer_ap"):
         lines += ["", "Localizer on the test clips (AP@t against their flow keyframes), per seed: " + "; ".join(
             f"s{seed} " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in ap.items())

@@ -46,7 +46,7 @@ from typing import Literal
 import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -136,14 +136,15 @@ class KeyframeOutput:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, naming the file in every error."""
+    """Open an image file, naming the file in every error; turned upright by its EXIF orientation
+    (a phone's JPEG is often stored sideways with an orientation tag), as viewers show it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            return ImageOps.exif_transpose(im)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path} is not a readable image: {err}") from err
 

@@ -53,3 +53,21 @@ def test_generate_names_an_out_dir_it_cannot_create(tmp_path):
     with pytest.raises(SystemExit, match="out_dir .*a_file/out cannot be created: .*a_file is not a writable folder"):
         check_out_dir(["pipeline=tiny", f"out_dir={blocker / 'out'}"])
     check_out_dir([f"out_dir={tmp_path / 'new' / 'deeper'}"])  # a folder that can be made: no error
+
+
+def test_an_image_is_read_upright_by_its_exif_orientation(tmp_path):
+    """A phone's JPEG stored sideways with EXIF orientation 6 ("turn 90 degrees clockwise to view")."""
+    from PIL import Image
+
+    from keyvid.pipeline import load_image
+
+    stored = Image.new("RGB", (48, 32), (0, 0, 0))
+    stored.paste((255, 0, 0), (0, 0, 48, 8))  # a red band along the stored top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    stored.save(tmp_path / "plain.jpg", quality=95)
+    shown = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert shown.shape == (48, 32, 3)
+    assert (shown[:, -6:, 0] > 128).all() and (shown[:, :20, 0] < 64).all()  # the top is on the right
+    assert np.asarray(load_image(tmp_path / "plain.jpg")).shape == (32, 48, 3)

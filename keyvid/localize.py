@@ -20,7 +20,7 @@ def load_localizer(spec: str, device: str = "cpu"):
     """A trained localizer from its export folder (launch/train_localizer.py), or an untrained
     baseline: ``tiny`` or ``random:<size>`` (seeded, for smoke tests and evaluation floors)."""
     from keyvid.models.builders import localizer
-    from keyvid.training.export import load_exported
+    from keyvid.models.io import load_exported
 
     spec = str(spec)
     if spec == "tiny" or spec.startswith("random:"):

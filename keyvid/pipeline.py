@@ -63,8 +63,7 @@ from keyvid.models.imagebind_audio import ImageBindAudio, audio_tokens_per_frame
 from keyvid.models.localizer import KeyframeLocalizer, keyframe_localizer_tiny
 from keyvid.models.resampler import Resampler, select_keyframe_tokens
 from keyvid.models.unet import KeyframeUNet
-from keyvid.training.export import load_exported
-from keyvid.training.video_diffusion import tiny_encoders
+from keyvid.models.io import load_exported, tiny_encoders
 
 FPS = 24
 NUM_FRAMES = 48  # 2 s at 24 fps
@@ -471,7 +470,7 @@ class KeyVIDPipeline:
     ) -> KeyVIDPipeline:
         """Assemble a pipeline from the trainers' export folders (``<run_dir>/export``; None leaves that
         component out, see the class docstring) and their frozen encoders
-        (``keyvid.training.video_diffusion.build_encoders``: .vae, .clip_text, .clip_image, .audio);
+        (``keyvid.models.io.build_encoders``: .vae, .clip_text, .clip_image, .audio);
         ``config`` as the constructor (height, width, num_keyframes, audio_layout). Then
         ``save_pretrained`` writes one self-contained folder."""
         folders = {name: Path(f) for name, f in
@@ -806,8 +805,8 @@ def imagebind_config(enc: ImageBindAudio) -> dict:
 
 
 def _save_module(path: Path, module: nn.Module, config: dict) -> None:
-    """The trainers' export format (``keyvid.training.export.export_model``): the ``_target_`` config
-    that rebuilds the module, and its weights."""
+    """The trainers' export format (``keyvid.training.export.export_model``; ``keyvid.models.io.load_exported``
+    reads it): the ``_target_`` config that rebuilds the module, and its weights."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path / WEIGHTS)

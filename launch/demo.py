@@ -54,7 +54,7 @@ def generate_test_videos(cfg, data: Path, runs: Path, out: Path) -> None:
     evaluation protocol expects (<class>/<name>_clip-0.mp4) with the input audio muxed in."""
     from keyvid.models.audio_frontend import load_audio
     from keyvid.pipeline import FPS, KeyVIDPipeline
-    from keyvid.training.video_diffusion import tiny_encoders
+    from keyvid.models.io import tiny_encoders
 
     pipe = KeyVIDPipeline.from_exports(runs / "localizer" / "export", runs / "generator" / "export",
                                        runs / "interpolator" / "export", tiny_encoders(),

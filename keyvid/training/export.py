@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from accelerate import Accelerator
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from keyvid.models.io import load_exported  # noqa: F401  (re-exported: where the trainers' callers look)
 
 
 def _restore_scalars(model, state: dict) -> dict:
@@ -33,20 +34,6 @@ def export_model(accelerator: Accelerator, model, out_dir: Path, model_cfg: Dict
         (out_dir / "config.json").write_text(json.dumps(OmegaConf.to_container(model_cfg, resolve=True), indent=1))
     accelerator.wait_for_everyone()
     return out_dir
-
-
-def load_exported(path: str | Path):
-    """Rebuild the model from ``config.json`` and load ``model.safetensors``."""
-    path = Path(path)
-    for name in ("config.json", "model.safetensors"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"exported model incomplete: {path / name} is missing")
-    model = instantiate(OmegaConf.create(json.loads((path / "config.json").read_text())))
-    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path / 'model.safetensors'} does not fit {path / 'config.json'}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
 
 
 def export_denoiser(accelerator: Accelerator, denoiser, out_dir: Path, ema=None) -> Path:

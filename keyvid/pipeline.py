@@ -49,12 +49,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from keyvid.data.keyframes import detect_keypoints, keyframe_fs, select_keyframes, uniform_keyframes
 from keyvid.diffusion.freenoise import NoiseMode, initial_noise, temporal_windows
 from keyvid.diffusion.guidance import GuidanceScales, guided_v
-from keyvid.diffusion.sampling import ddim_step, ddim_timesteps
+from keyvid.diffusion.sampling import denoise
 from keyvid.diffusion.schedule import Conditioning, DiffusionSchedule
 from keyvid.models import builders
 from keyvid.models.audio_frontend import waveform_to_mel
@@ -221,53 +220,6 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ sampling
-
-
-@torch.no_grad()
-def denoise(
-    model: nn.Module,
-    x: torch.Tensor,
-    cond: Conditioning,
-    null_conds: dict[str, torch.Tensor],
-    schedule: DiffusionSchedule,
-    *,
-    steps: int,
-    scales: GuidanceScales,
-    guidance_rescale: float,
-    eta: float,
-    generators: list[torch.Generator],
-    progress: bool = False,
-    desc: str = "DDIM",
-    sequential: bool = False,
-    known: tuple[torch.Tensor, torch.Tensor] | None = None,
-    final_step: str = "x0",
-) -> torch.Tensor:
-    """DDIM from a given x_T, one generator per sample (the loop of ``ddim_sample``, which draws its
-    own x_T and so cannot start from FreeNoise's rescheduled noise). ``sequential``: the guidance
-    branches one forward at a time (``guided_v``), the reference path.
-
-    ``known`` = (mask, x0), mask broadcastable to x: after every step the masked entries are replaced
-    by x0 noised to the next timestep (RePaint-style, Lugmayr et al. 2022), and by x0 itself after the
-    last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``). x0 is noised as in
-    training: scaled by the dynamic-rescale factor of that timestep first (without it the known frames
-    carry up to 1/0.7 = 1.43x the signal the model saw at t >= 400). ``final_step``: ``ddim_step``."""
-    timesteps = ddim_timesteps(schedule, steps)
-    if known is not None:
-        mask, x0 = known[0], known[1].to(x.dtype)
-    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale, sequential=sequential)
-        noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
-        x = ddim_step(schedule, v, t, t_prev, x, eta, noise, final_step)
-        if known is not None:
-            if t_prev is None:
-                x = torch.where(mask, x0, x)
-            else:
-                eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
-                t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
-                x = torch.where(mask, schedule.q_sample(schedule.scale_x0(x0, t_next), t_next, eps), x)
-    return x
 
 
 # ------------------------------------------------------------------------------------ pipeline

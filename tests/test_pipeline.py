@@ -9,7 +9,8 @@ from PIL import Image
 
 from keyvid.data.keyframes import uniform_keyframes
 from keyvid.diffusion import GuidanceScales, ddim_sample
-from keyvid.pipeline import KeyVIDPipeline, denoise, load_image, prepare_image, tiny_pipeline
+from keyvid.diffusion.sampling import denoise
+from keyvid.pipeline import KeyVIDPipeline, load_image, prepare_image, tiny_pipeline
 
 SR = 16000
 
@@ -213,7 +214,8 @@ def test_prepare_image_modes_and_errors(tmp_path):
 
 
 def test_denoise_matches_ddim_sample(pipe):
-    """The pipeline's loop (which takes x_T) is ``ddim_sample`` when x_T is drawn the same way."""
+    """One DDIM loop: ``denoise`` from an x_T drawn by a per-sample generator list (the pipeline's
+    call) gives what ``ddim_sample`` (one generator, the preview's and the tests' call) gives."""
     b, t, g = 1, 4, torch.Generator().manual_seed(0)
     cond = {
         "concat": torch.randn(b, 4, t, 8, 12, generator=g),

@@ -9,7 +9,7 @@ from keyvid.diffusion.guidance import (
     guided_v,
     rescale_guidance,
 )
-from keyvid.diffusion.sampling import ddim_sample, ddim_step, ddim_timesteps
+from keyvid.diffusion.sampling import ddim_sample, ddim_step, ddim_timesteps, denoise
 from keyvid.diffusion.schedule import Conditioning, Denoiser, DiffusionSchedule, apply_model
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ddim_sample",
     "ddim_step",
     "ddim_timesteps",
+    "denoise",
     "drop_conditions",
     "drop_masks",
     "guidance_branches",

@@ -97,7 +97,8 @@ def ddim_sample(
     schedule: DiffusionSchedule | None = None,
     final_step: str = "x0",
 ) -> torch.Tensor:
-    """Sample latents "b 4 t h w" of ``shape`` from pure noise with Eq. 4 guidance.
+    """Sample latents "b 4 t h w" of ``shape`` from pure noise with Eq. 4 guidance: x_T drawn from
+    ``generator``, then ``denoise``.
 
     ``null_conds`` as ``guidance_branches``. ``schedule`` defaults to the training schedule
     (``DiffusionSchedule()``), whose dynamic rescale the update undoes. ``final_step``: ``ddim_step``.
@@ -105,11 +106,53 @@ def ddim_sample(
     schedule = schedule if schedule is not None else DiffusionSchedule()
     device, dtype = cond["concat"].device, cond["concat"].dtype
     x = randn_tensor(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return denoise(model, x, cond, null_conds, schedule, steps=steps, scales=scales, guidance_rescale=guidance_rescale,
+                   eta=eta, generators=generator, progress=progress, final_step=final_step)
+
+
+@torch.no_grad()
+def denoise(
+    model: Denoiser,
+    x: torch.Tensor,
+    cond: Conditioning,
+    null_conds: Mapping[str, torch.Tensor],
+    schedule: DiffusionSchedule,
+    *,
+    steps: int,
+    scales: GuidanceScales,
+    guidance_rescale: float,
+    eta: float,
+    generators: Sequence[torch.Generator] | torch.Generator | None,
+    progress: bool = False,
+    desc: str = "DDIM",
+    sequential: bool = False,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
+    final_step: str = "x0",
+) -> torch.Tensor:
+    """The DDIM loop, from a given x_T (FreeNoise's rescheduled noise, or ``ddim_sample``'s plain draw):
+    Eq. 4 guidance at every step, then ``ddim_step``. ``generators``: one per sample, or one for the
+    batch; they draw the eta > 0 noise. ``sequential``: the guidance branches one forward at a time
+    (``guided_v``), the reference path.
+
+    ``known`` = (mask, x0), mask broadcastable to x: after every step the masked entries are replaced
+    by x0 noised to the next timestep (RePaint-style, Lugmayr et al. 2022), and by x0 itself after the
+    last step, so the result holds x0 exactly there (``anchor_keyframes="replace"``). x0 is noised as in
+    training: scaled by the dynamic-rescale factor of that timestep first (without it the known frames
+    carry up to 1/0.7 = 1.43x the signal the model saw at t >= 400). ``final_step``: ``ddim_step``."""
     timesteps = ddim_timesteps(schedule, steps)
-    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="DDIM")):
+    if known is not None:
+        mask, x0 = known[0], known[1].to(x.dtype)
+    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=desc)):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale)
-        noise = randn_tensor(x.shape, generator=generator, device=device, dtype=dtype) if eta > 0 else None
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        v = guided_v(model, x, t_batch, cond, null_conds, scales, guidance_rescale, sequential=sequential)
+        noise = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if eta > 0 else None
         x = ddim_step(schedule, v, t, t_prev, x, eta, noise, final_step)
+        if known is not None:
+            if t_prev is None:
+                x = torch.where(mask, x0, x)
+            else:
+                eps = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype)
+                t_next = torch.full((x.shape[0],), t_prev, device=x.device, dtype=torch.long)
+                x = torch.where(mask, schedule.q_sample(schedule.scale_x0(x0, t_next), t_next, eps), x)
     return x

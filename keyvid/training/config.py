@@ -13,7 +13,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 10000
+    max_steps: int = 20000
     # wall-clock budget: stop (checkpoint + export) at the first step past it; null = none
     time_limit_minutes: float | None = None
     batch_size: int = 8  # per process, per micro-step
@@ -36,7 +36,7 @@ class TrainConfig:
     compile_model: bool = False
     channels_last: bool = False
     ema_decay: float = 0.0  # 0 disables EMA
-    sample_every: int = 0  # generator/interpolator: a preview video every N steps (0: never)
+    sample_every: int = 1000  # generator/interpolator: a preview video every N steps (0: never)
     sample_steps: int = 10  # DDIM steps of a preview
 
 
@@ -46,7 +46,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    warmup_steps: int = 0
+    warmup_steps: int = 500
     scheduler: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name
     fused: bool = False  # torch's fused AdamW (CUDA only)
 

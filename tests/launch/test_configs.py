@@ -1,3 +1,4 @@
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -59,3 +60,23 @@ def test_model_targets_instantiate_at_every_small_size():
             assert parts, name
             for module in parts.values():
                 assert sum(p.numel() for p in module.parameters()) > 0
+
+
+@pytest.mark.parametrize("entry", ["train_generator", "train_interpolator", "train_localizer"])
+def test_composed_defaults_are_the_schema_defaults(entry):
+    """Defaults are written once: what conf/ composes for train/optim/data is what the dataclasses in
+    keyvid/training/config.py say (a YAML may restate a default, never disagree with it)."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from keyvid.training.config import DataConfig, OptimConfig, TrainConfig, register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(entry, overrides=["data.train_shards=x.tar"])
+    assert OmegaConf.to_container(cfg.train) == asdict(TrainConfig())
+    assert OmegaConf.to_container(cfg.optim) == asdict(OptimConfig())
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k != "train_shards"}
+    assert data == {k: v for k, v in asdict(DataConfig()).items() if k != "train_shards"}

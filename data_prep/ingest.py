@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from keyvid.data import FPS
 from keyvid.data.io import MediaError, read_av
 from keyvid.data.keyframes import detect_keypoints
 from keyvid.data.motion import ClassicFlow, FlowBackend, motion_score
 
-FPS = 24  # the UNet's frame_idx grid: every sample is stored at 24 fps
 SAMPLE_RATE = 16000  # the audio encoders' rate
 LAYOUTS = ("avsyncd", "folder")
 WINDOWS = ("all", "first", "full")

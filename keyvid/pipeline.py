@@ -50,6 +50,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from torch import nn
 
+from keyvid.data import FPS, NUM_FRAMES
 from keyvid.data.keyframes import detect_keypoints, keyframe_fs, select_keyframes, uniform_keyframes
 from keyvid.diffusion.freenoise import NoiseMode, initial_noise, temporal_windows
 from keyvid.diffusion.guidance import GuidanceScales, guided_v
@@ -64,8 +65,6 @@ from keyvid.models.resampler import Resampler, select_keyframe_tokens
 from keyvid.models.unet import KeyframeUNet
 from keyvid.models.io import load_exported, tiny_encoders
 
-FPS = 24
-NUM_FRAMES = 48  # 2 s at 24 fps
 INTERPOLATOR_FS = 24  # upstream generation.sh: FS=24 for the interpolation stage
 PIPELINE_FILE = "pipeline.json"
 WEIGHTS = "model.safetensors"  # our own modules; diffusers/transformers ones use their own names

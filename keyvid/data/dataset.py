@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
+from keyvid.data import FPS
 from keyvid.data.keyframes import KeyPoints, keyframe_fs, normalize_curve, select_keyframes, smooth_curve, \
     uniform_keyframes
 
 SAMPLINGS = ("keyframe", "uniform", "mixed")
-FPS = 24
 _FRAME = re.compile(r"^f(\d+)\.jpg$")
 
 

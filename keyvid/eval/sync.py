@@ -55,11 +55,12 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import find_peaks
 
+from keyvid.data import FPS
 from keyvid.data.keyframes import detect_keypoints
 from keyvid.data.motion import ClassicFlow, FlowBackend, flow_to_score
 
 DETECTORS = ("robust", "trajectory", "legacy")
-OFFSET_FPS = 24.0  # offsets are reported in frames of the 24 fps output
+OFFSET_FPS = float(FPS)  # offsets are reported in frames of the 24 fps output
 DEFAULT_TOLERANCE_S = 0.1
 
 

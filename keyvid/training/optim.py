@@ -7,14 +7,13 @@ import torch
 from diffusers.optimization import get_scheduler
 
 
-def setup_optimizer(cfg, params, opt_state: dict | None = None) -> torch.optim.Optimizer:
+def setup_optimizer(cfg, params) -> torch.optim.Optimizer:
+    """AdamW over the parameters that train (its state comes back with accelerate's checkpoint)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: check the trainable-parameter config")
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                             weight_decay=cfg.weight_decay, fused=bool(cfg.fused) or None)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
     return opt
 
 

@@ -50,10 +50,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from torch import nn
 
-from keyvid.data import FPS, NUM_FRAMES
+from keyvid.data import NUM_FRAMES
 from keyvid.data.keyframes import detect_keypoints, keyframe_fs, select_keyframes, uniform_keyframes
 from keyvid.diffusion.freenoise import NoiseMode, initial_noise, temporal_windows
-from keyvid.diffusion.guidance import GuidanceScales, guided_v
+from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.diffusion.sampling import denoise
 from keyvid.diffusion.schedule import Conditioning, DiffusionSchedule
 from keyvid.models import builders

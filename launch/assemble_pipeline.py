@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from keyvid.pipeline import KeyVIDPipeline
-from keyvid.training.video_diffusion import build_encoders
+from keyvid.models.io import build_encoders
 
 
 @hydra.main(config_path="../conf", config_name="assemble_pipeline", version_base="1.3")

@@ -53,7 +53,8 @@ def generate_test_videos(cfg, data: Path, runs: Path, out: Path) -> None:
     """Assemble a pipeline from the three exports, then one video per test clip, named as the
     evaluation protocol expects (<class>/<name>_clip-0.mp4) with the input audio muxed in."""
     from keyvid.models.audio_frontend import load_audio
-    from keyvid.pipeline import FPS, KeyVIDPipeline
+    from keyvid.data import FPS
+    from keyvid.pipeline import KeyVIDPipeline
     from keyvid.models.io import tiny_encoders
 
     pipe = KeyVIDPipeline.from_exports(runs / "localizer" / "export", runs / "generator" / "export",

@@ -39,10 +39,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from keyvid.data import FPS, NUM_FRAMES
 from keyvid.data.io import write_av
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.models.audio_frontend import load_audio
-from keyvid.pipeline import FPS, NUM_FRAMES, KeyframeOutput, KeyVIDPipeline, load_image, tiny_pipeline, to_uint8
+from keyvid.pipeline import KeyframeOutput, KeyVIDPipeline, load_image, tiny_pipeline, to_uint8
 from keyvid.training.run_dir import record_run
 from keyvid.visualize import contact_sheet, save_rgb
 

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from keyvid.diffusion import DiffusionSchedule
+from keyvid.models.io import build_encoders
 from keyvid.training.checkpoint import resume_if_possible
 from keyvid.training.config import register
 from keyvid.training.data import add_mel, setup_batches
@@ -19,13 +20,7 @@ from keyvid.training.optim import setup_lr_scheduler, setup_optimizer
 from keyvid.training.setup import setup_run, weight_dtype
 from keyvid.training.state import TrainState
 from keyvid.training.logging import write_preview
-from keyvid.training.video_diffusion import (
-    BatchConditioner,
-    build_encoders,
-    interpolation_window,
-    sample_preview,
-    setup_denoiser,
-)
+from keyvid.training.video_diffusion import BatchConditioner, interpolation_window, sample_preview, setup_denoiser
 
 register()
 

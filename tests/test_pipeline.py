@@ -105,8 +105,7 @@ def test_save_load_round_trip(pipe, run_uniform, tmp_path):
 
 def test_training_export_folders_fit(pipe, tmp_path):
     """localizer/, generator/ and interpolator/ are the trainers' export format."""
-    from keyvid.training.video_diffusion import tiny_encoders
-    from keyvid.training.export import load_exported
+    from keyvid.models.io import load_exported, tiny_encoders
 
     root = pipe.save_pretrained(tmp_path / "p")
     localizer = load_exported(root / "localizer")
@@ -170,7 +169,7 @@ def _save(state):
 
 
 def test_one_stage_pipelines_save_load_and_name_what_they_lack(pipe, tmp_path):
-    from keyvid.training.video_diffusion import tiny_encoders
+    from keyvid.models.io import tiny_encoders
 
     root = pipe.save_pretrained(tmp_path / "full")
     enc = tiny_encoders()

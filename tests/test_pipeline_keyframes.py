@@ -24,7 +24,8 @@ from keyvid.diffusion.freenoise import (
 )
 from keyvid.diffusion.guidance import GuidanceScales, guided_v
 from keyvid.models.attention import attend
-from keyvid.pipeline import NUM_FRAMES, tiny_pipeline
+from keyvid.data import NUM_FRAMES
+from keyvid.pipeline import tiny_pipeline
 
 SR = 16000
 

@@ -87,5 +87,3 @@ def build_encoders(cfg, device: torch.device | str | None = None) -> Encoders:
     audio = load_imagebind_audio(cfg.imagebind, imagebind_audio_huge(out_embed_dim=None)).eval()
     return Encoders(enc.FrozenVAE.from_pretrained(cfg.vae), enc.FrozenCLIPTextEncoder.from_pretrained(cfg.clip),
                     enc.FrozenCLIPImageEncoder.from_pretrained(cfg.clip), audio.requires_grad_(False))
-
-

@@ -10,8 +10,6 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from keyvid.models.io import load_exported  # noqa: F401  (re-exported: where the trainers' callers look)
-
 
 def _restore_scalars(model, state: dict) -> dict:
     """0-dim parameters that ZeRO-3 holds as shape (1,) (keyvid.training.distributed) go back to 0-dim,

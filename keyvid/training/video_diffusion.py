@@ -13,7 +13,7 @@ from torch import nn
 
 from keyvid.diffusion.guidance import drop_conditions
 from keyvid.models.imagebind_audio import audio_tokens_per_frame
-from keyvid.models.io import ENCODER_KINDS, Encoders, build_encoders, tiny_encoders  # noqa: F401  (re-exported)
+from keyvid.models.io import Encoders
 from keyvid.models.resampler import Resampler, select_keyframe_tokens
 from keyvid.models.attention import TemporalTransformer
 from keyvid.models.unet import KeyframeUNet, TemporalConvBlock

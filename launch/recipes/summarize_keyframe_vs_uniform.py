@@ -74,8 +74,8 @@ def paired(eval_dir: Path, seeds: list[str], metric: str) -> dict:
         return {"clips": 0}
     better = d < 0 if metric == "Sync-offset" else d > 0  # a smaller offset is better
     return {"clips": int(d.size), "mean": float(d.mean()),
-            "ci95": list(mean_interval(d)), "keyframe_better": int(better.sum()), "uniform_better": int(((d != 0) & ~better).sum()),
-            "ties": int((d == 0).sum())}
+            "ci95": list(mean_interval(d)), "keyframe_better": int(better.sum()),
+            "uniform_better": int(((d != 0) & ~better).sum()), "ties": int((d == 0).sum())}
 
 
 def clip_intervals(eval_dir: Path, run: str, seed: int = 0, draws: int = 2000) -> dict:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from keyvid.training.checkpoint import list_checkpoints
-from keyvid.training.export import load_exported
+from keyvid.models.io import load_exported
 from tests.launch.helpers import REPO, _free_port, env, losses, run_script
 
 

@@ -163,7 +163,7 @@ def test_build_encoders_kinds():
     from omegaconf import OmegaConf
 
     from keyvid.models.encoders import PixelVAE
-    from keyvid.training.video_diffusion import build_encoders
+    from keyvid.models.io import build_encoders
 
     enc = build_encoders(OmegaConf.create({"kind": "pixel", "pixel_factor": 4}))
     assert isinstance(enc.vae, PixelVAE) and enc.vae.factor == 4

@@ -109,7 +109,7 @@ def test_setup_denoiser_checkpoint_levels():
 def test_random_encoders_are_the_pretrained_architectures():
     """encoders.kind=random: the full-size encoders with random weights (built on the meta device here:
     sizes only). Parameter counts of SD 2.x's VAE, OpenCLIP ViT-H/14's towers and ImageBind-huge audio."""
-    from keyvid.training.video_diffusion import build_encoders
+    from keyvid.models.io import build_encoders
 
     enc = build_encoders(OmegaConf.create({"kind": "random"}), device="meta")
     millions = {name: round(sum(p.numel() for p in getattr(enc, name).parameters()) / 1e6, 1)

@@ -48,6 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from unet_train_step import matmul_peak  # sibling script: bench/ is on sys.path when run as a file
+from keyvid.diffusion.denoiser import Encoded, encode_conditions, null_conditions
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.diffusion.schedule import DiffusionSchedule
 from keyvid.models.audio_frontend import waveform_to_mel
@@ -56,7 +57,8 @@ from keyvid.models.imagebind_audio import imagebind_audio_huge
 from keyvid.models.localizer import keyframe_localizer_huge
 from keyvid.models.resampler import image_resampler_512
 from keyvid.models.unet import keyframe_unet_512
-from keyvid.pipeline import KeyVIDPipeline, _randomize_zero_init, prepare_image, tiny_pipeline, to_uint8
+from keyvid.pipeline import KeyVIDPipeline, prepare_image, tiny_pipeline, to_uint8
+from keyvid.pipeline.tiny import randomize_zero_init
 
 SR = 16000
 SCALES_KEY = GuidanceScales(img=2.0, txt=7.5, aud=7.5)
@@ -72,7 +74,7 @@ def pipeline_512(device: str) -> KeyVIDPipeline:
     with torch.device(device):  # initialise on the GPU: CPU init of ~3.5 B parameters takes minutes
         generator, interpolator = keyframe_unet_512(), keyframe_unet_512(interpolator=True)
         for unet in (generator, interpolator):
-            _randomize_zero_init(unet)
+            randomize_zero_init(unet)
         pipe = KeyVIDPipeline(
             localizer=keyframe_localizer_huge(),
             audio_encoder=imagebind_audio_huge(out_embed_dim=None),
@@ -133,14 +135,12 @@ def encode(pipe: KeyVIDPipeline, image, wave, text: str, seed: int, timer: Timer
         key_idx = pipe.choose_keyframes("localizer", motion, [seed])
     with timer("encode"):
         pixels = prepare_image(image, pipe.height, pipe.width)[None].to(dev)
+        encoded = encode_conditions(pipe.encoders, [text], pixels, mel)
+        null = null_conditions(pipe.encoders, dev)
         enc = dict(
             frame_idx=torch.from_numpy(key_idx).to(dev),
-            text_tokens=pipe.text_encoder([text]).to(dev),
-            null_text=pipe.text_encoder([""]).to(dev),
-            clip=pipe.image_encoder(pixels),
-            null_clip=pipe.image_encoder(torch.zeros_like(pixels[:1])),
-            audio=pipe.audio_encoder(mel),
-            null_audio=pipe.audio_encoder(torch.zeros_like(mel[:1])),
+            encoded=Encoded(encoded.text.to(dev), encoded.image, encoded.audio),
+            null=Encoded(null.text.to(dev), null.image, null.audio),
             # fp32 diffusion state: under autocast the VAE returns bf16 latents, and the keyframe
             # noise takes the dtype of this latent.
             first=pipe.vae.encode(pixels[:, :, None], generator=gen).float(),
@@ -150,8 +150,7 @@ def encode(pipe: KeyVIDPipeline, image, wave, text: str, seed: int, timer: Timer
 
 def _conds(enc: dict) -> dict:
     """The shared encodings, as the pipeline's stage methods take them."""
-    keys = ("text_tokens", "null_text", "clip", "null_clip", "audio", "null_audio")
-    return {k: enc[k] for k in keys}
+    return {"enc": enc["encoded"], "null": enc["null"]}
 
 
 def _gens(state: torch.Tensor) -> list[torch.Generator]:

@@ -43,7 +43,7 @@ from keyvid.data import FPS, NUM_FRAMES
 from keyvid.data.io import write_av
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.models.audio_frontend import load_audio
-from keyvid.pipeline import KeyframeOutput, KeyVIDPipeline, load_image, tiny_pipeline, to_uint8
+from keyvid.pipeline import KeyframeOutput, KeyVIDPipeline, SamplingOptions, load_image, tiny_pipeline, to_uint8
 from keyvid.training.run_dir import record_run
 from keyvid.visualize import contact_sheet, save_rgb
 
@@ -247,11 +247,10 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
             "anchor_keyframes", "stage", "keyframes_from")
     settings = {k: resolved[k] for k in keys}
     settings["keyframe_mode"] = resolved["keyframes"]
-    common = dict(steps=cfg.steps, guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, progress=True,
-                  final_step=cfg.final_step)
-    scales_interp = GuidanceScales(**cfg.scales_interp)
-    interp = dict(noise=cfg.freenoise.noise, window=cfg.freenoise.window, stride=cfg.freenoise.stride,
-                  anchor_keyframes=cfg.anchor_keyframes, **common)
+    options = SamplingOptions(
+        steps=cfg.steps, scales_key=GuidanceScales(**cfg.scales), scales_interp=GuidanceScales(**cfg.scales_interp),
+        guidance_rescale=cfg.guidance_rescale, eta=cfg.eta, final_step=cfg.final_step, noise=cfg.freenoise.noise,
+        window=cfg.freenoise.window, stride=cfg.freenoise.stride, anchor_keyframes=cfg.anchor_keyframes, progress=True)
     videos = []
     for start in range(0, len(pairs), cfg.batch_size):
         batch = pairs[start : start + cfg.batch_size]
@@ -260,17 +259,16 @@ def run(cfg: DictConfig, out: Path) -> list[Path]:
         audio = [load_audio(p.audio) for p in batch]
         inputs = (images, [w for w, _ in audio], [sr for _, sr in audio], [p.text or "" for p in batch])
         if stage == "keyframes":
-            keys = pipe.generate_keyframes(*inputs, keyframes=_keyframes_arg(cfg.keyframes),
-                                           scales=GuidanceScales(**cfg.scales), seed=cfg.seed, **common)
+            keys = pipe.generate_keyframes(*inputs, keyframes=_keyframes_arg(cfg.keyframes), seed=cfg.seed,
+                                           options=options)
             for i, pair in enumerate(batch):
                 videos.append(save_keyframes(out, pair, pipe, keys.select(i), settings))
                 print(f"{videos[-1]}  keyframes {keys.keyframes[i].tolist()}")
             continue
         if stage == "interpolate":
-            result = pipe.interpolate(*inputs, keys=KeyframeOutput.cat(stored), scales=scales_interp, **interp)
+            result = pipe.interpolate(*inputs, keys=KeyframeOutput.cat(stored), options=options)
         else:
-            result = pipe(*inputs, keyframes=_keyframes_arg(cfg.keyframes), scales_key=GuidanceScales(**cfg.scales),
-                          scales_interp=scales_interp, seed=cfg.seed, **interp)
+            result = pipe(*inputs, keyframes=_keyframes_arg(cfg.keyframes), seed=cfg.seed, options=options)
         for i, pair in enumerate(batch):
             videos.append(save_outputs(out, pair, result.frames[i], result.keyframes[i], result.motion[i],
                                        audio[i][0].numpy(), audio[i][1], settings))

@@ -10,7 +10,8 @@ from scipy.io import wavfile
 
 from keyvid.diffusion.guidance import GuidanceScales
 from keyvid.models.audio_frontend import load_audio
-from keyvid.pipeline import _warn_odd_audio, tiny_pipeline
+from keyvid.pipeline import tiny_pipeline
+from keyvid.pipeline.inputs import warn_odd_audio
 from tests.conftest import REPO
 
 
@@ -33,7 +34,7 @@ def test_non_finite_audio_names_the_file(tmp_path, bad):
 
 def test_long_audio_warns_that_only_two_seconds_are_used():
     with pytest.warns(UserWarning, match="30.00 s is longer than the 2 s video"):
-        _warn_odd_audio(np.zeros(30 * 16000, np.float32) + 0.1, 16000, 0)
+        warn_odd_audio(np.zeros(30 * 16000, np.float32) + 0.1, 16000, 0)
 
 
 def test_over_long_text_warns_and_short_text_does_not(recwarn):

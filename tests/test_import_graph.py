@@ -1,6 +1,6 @@
 """Inference must not need the trainers: the rules of the import graph.
 
-1. keyvid/models, keyvid/diffusion, keyvid/data, keyvid/eval, keyvid/pipeline.py and keyvid/localize.py,
+1. keyvid/models, keyvid/diffusion, keyvid/data, keyvid/eval, keyvid/pipeline and keyvid/localize.py,
    and every keyvid module they import (at any depth, inside functions too), import neither
    keyvid.training nor accelerate nor deepspeed. (transformers may import accelerate itself when it is
    installed; that is the library's business, so rule 1 reads our own import statements.)
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFERENCE = ["keyvid/models", "keyvid/diffusion", "keyvid/data", "keyvid/eval", "keyvid/pipeline.py", "keyvid/localize.py"]
+INFERENCE = ["keyvid/models", "keyvid/diffusion", "keyvid/data", "keyvid/eval", "keyvid/pipeline", "keyvid/localize.py"]
 TRAINING_ONLY = ("keyvid.training", "accelerate", "deepspeed")
 
 

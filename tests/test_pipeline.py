@@ -291,3 +291,23 @@ def test_compile_unets_same_video(run_seed0):
     diff = np.abs(out.frames.astype(int) - run_seed0.frames.astype(int))
     assert diff.max() <= 2, diff.max()
     assert fast.interpolator.channels_last and fast.generator.channels_last
+
+
+def test_sampling_options_are_one_checked_object():
+    """The public calls take SamplingOptions (or its field names as keywords): the same frames either
+    way, and a misspelt or invalid setting fails at once with its name."""
+    from keyvid.pipeline import SamplingOptions
+
+    pipe = tiny_pipeline(seed=0)
+    image = np.full((16, 24, 3), 120, np.uint8)
+    wave = np.random.default_rng(0).standard_normal(2 * SR).astype(np.float32) * 0.1
+    a = pipe(image, wave, SR, steps=2, eta=0.0, seed=3)
+    b = pipe(image, wave, SR, options=SamplingOptions(steps=2, eta=0.0), seed=3)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    with pytest.raises(TypeError, match="unknown sampling option.*stepz"):
+        pipe(image, wave, SR, stepz=2)
+    for bad, match in ((dict(final_step="last"), "final_step"), (dict(noise="pink"), "noise"),
+                       (dict(window=4, stride=6), "stride"), (dict(steps=0), "steps"),
+                       (dict(anchor_keyframes="paste"), "anchor_keyframes")):
+        with pytest.raises(ValueError, match=match):
+            SamplingOptions(**bad)

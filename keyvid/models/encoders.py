@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from einops import rearrange
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
 from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -242,6 +241,25 @@ class FrozenCLIPTextEncoder(_Frozen):
         return self.model.final_layer_norm(out.hidden_states[-2])
 
 
+def resize_antialiased(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """"b c H W" -> "b c h w" as kornia's ``resize(..., "bicubic", align_corners=True, antialias=True)``
+    (upstream's CLIP input): a separable Gaussian blur (width then height; sigma (factor - 1) / 2 as
+    skimage, at least 0.001; an odd kernel of at least 4 sigma and 3 taps; reflected borders), then
+    bicubic interpolation. Equal to diffusers' private SVD helper of the same routine (a test checks)."""
+    out = image
+    for axis, (src, dst) in ((-1, (image.shape[-1], size[1])), (-2, (image.shape[-2], size[0]))):
+        sigma = torch.tensor(max((src / dst - 1.0) / 2.0, 0.001), dtype=image.dtype, device=image.device)
+        k = int(max(4.0 * float(sigma), 3))
+        k += k % 2 == 0
+        x = torch.arange(k, dtype=image.dtype, device=image.device) - k // 2
+        g = torch.exp(-x.pow(2.0) / (2 * sigma.pow(2.0)))
+        g = g / g.sum()
+        shape, pad = ((1, k), (k // 2, k // 2, 0, 0)) if axis == -1 else ((k, 1), (0, 0, k // 2, k // 2))
+        channels = out.shape[1]
+        out = F.conv2d(F.pad(out, pad, mode="reflect"), g.view(1, 1, *shape).expand(channels, 1, *shape), groups=channels)
+    return F.interpolate(out, size=size, mode="bicubic", align_corners=True)
+
+
 class FrozenCLIPImageEncoder(_Frozen):
     """Images "b 3 H W" in [-1, 1] -> all last-block tokens "b (1 + patches) d"."""
 
@@ -262,12 +280,11 @@ class FrozenCLIPImageEncoder(_Frozen):
         self.model.save_pretrained(path)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        # Upstream: kornia.geometry.resize(224, bicubic, align_corners=True, antialias=True), which
-        # blurs before downsampling; diffusers carries the same routine for its SVD pipeline. Like
+        # Upstream: kornia.geometry.resize(224, bicubic, align_corners=True, antialias=True). Like
         # kornia, an image already at the target size is left alone.
         size = self.model.config.image_size
         if tuple(image.shape[-2:]) != (size, size):
-            image = _resize_with_antialiasing(image, (size, size))
+            image = resize_antialiased(image, (size, size))
         return ((image + 1.0) / 2.0 - self.mean) / self.std
 
     @torch.no_grad()

@@ -255,7 +255,7 @@ def interpolate_pos_embed(
     return torch.cat([prefix, work], dim=1)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -288,7 +288,7 @@ def load_imagebind_audio(path: str | Path, model: ImageBindAudio | None = None) 
     if not path.is_file():
         raise FileNotFoundError(f"ImageBind checkpoint not found: {path}")
     model = imagebind_audio_huge() if model is None else model
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     prefix = _find_prefix(sd, path)
     ours = {}
     missing = []

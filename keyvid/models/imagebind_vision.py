@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from keyvid.models.imagebind_audio import Mlp, _read_state_dict
+from keyvid.models.imagebind_audio import Mlp, read_state_dict
 
 UPSTREAM_KEYS: tuple[tuple[str, str], ...] = (
     ("cls_token", "modality_preprocessors.vision.cls_token"),
@@ -138,7 +138,7 @@ def load_imagebind_vision(path: str | Path, model: ImageBindVision | None = None
     if not path.is_file():
         raise FileNotFoundError(f"ImageBind checkpoint not found: {path} (imagebind_huge.pth)")
     model = imagebind_vision_huge() if model is None else model
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     anchor = "modality_preprocessors.vision.rgbt_stem.proj.1.weight"
     prefixes = [k[: -len(anchor)] for k in sd if k.endswith(anchor)]
     if len(prefixes) != 1:

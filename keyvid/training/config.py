@@ -38,6 +38,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA
     sample_every: int = 1000  # generator/interpolator: a preview video every N steps (0: never)
     sample_steps: int = 10  # DDIM steps of a preview
+    # with data.val_shards: the mean loss over val_batches batches every val_every steps (TensorBoard
+    # "val_loss"), with the same batches, timesteps and noise each time
+    val_every: int = 500
+    val_batches: int = 8
 
 
 @dataclass
@@ -55,7 +59,7 @@ class OptimConfig:
 class DataConfig:
     name: str = "synthetic"
     train_shards: str = "???"
-    val_shards: str | None = None
+    val_shards: str | None = None  # held-out shards for the validation loss (train.val_every); null: none
     num_keyframes: int = 12
     num_frames: int = 48
     sampling: str = "keyframe"  # keyframe | uniform | mixed (upstream's mix)

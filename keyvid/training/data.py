@@ -41,14 +41,14 @@ class _Mapped(IterableDataset):
 
 
 def setup_batches(cfg_data, cfg_train, *, seed: int, all_frames: bool = False,
-                  per_sample: Callable[[dict], dict] | None = None) -> Iterator[dict]:
-    """An endless iterator of collated batches (``batch_size`` per process).
+                  per_sample: Callable[[dict], dict] | None = None, split: str = "train") -> Iterator[dict]:
+    """An endless iterator of collated batches (``batch_size`` per process) of ``data.<split>_shards``.
 
     Resume: the training loop restarts the stream at every checkpoint with
     ``seed = cfg.seed + 1000003 * step``, so a resumed run reads the same batches as the
     uninterrupted one did after that checkpoint.
     """
-    urls = check_shards(cfg_data.train_shards)
+    urls = check_shards(cfg_data[f"{split}_shards"], f"data.{split}_shards")
     ds = make_dataset(urls, num_keyframes=cfg_data.num_keyframes, sampling=cfg_data.sampling,
                       keyframe_ratio=cfg_data.keyframe_ratio, mode=cfg_data.selection_mode, seed=seed,
                       window_frames=cfg_data.num_frames, image_size=(cfg_data.height, cfg_data.width),

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 class TrainState:
     step: int = 0  # optimizer steps taken
     samples_seen: int = 0  # summed over all ranks
-    epoch: int = 0  # data epochs (for re-seeding keyframe selection)
     last_loss: float = float("nan")
     skipped_nonfinite: int = 0  # batches whose loss was NaN/inf, skipped without a step
 
@@ -18,4 +17,5 @@ class TrainState:
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
-            setattr(self, k, v)
+            if k in self.__dataclass_fields__:  # checkpoints written before a field was dropped (epoch)
+                setattr(self, k, v)

@@ -11,31 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from keyvid.diffusion.guidance import drop_conditions
-from keyvid.models.imagebind_audio import audio_tokens_per_frame
-from keyvid.models.io import Encoders
-from keyvid.models.resampler import Resampler, select_keyframe_tokens
+from keyvid.diffusion.denoiser import KeyVIDDenoiser, concat_condition, encode_conditions, null_conditions
+from keyvid.diffusion.guidance import GuidanceScales, drop_conditions
+from keyvid.diffusion.schedule import DiffusionSchedule
 from keyvid.models.attention import TemporalTransformer
-from keyvid.models.unet import KeyframeUNet, TemporalConvBlock
+from keyvid.models.io import Encoders
+from keyvid.models.unet import TemporalConvBlock
 
 TRAINABLE = ("full", "upstream")
-
-
-class KeyVIDDenoiser(nn.Module):
-    """UNet + image projector as one module, so DDP/DeepSpeed see every trainable parameter used in
-    one forward. Takes raw encoder outputs and builds the UNet's context itself."""
-
-    def __init__(self, unet: KeyframeUNet, image_proj: Resampler, num_frames: int = 48):
-        super().__init__()
-        self.unet, self.image_proj, self.num_frames = unet, image_proj, num_frames
-
-    def forward(self, x, timesteps, *, text, image, audio, fs, frame_idx, image_idx=None):
-        """x "b 8 t h w"; text "b 77 1024"; image "b n 1280" CLIP tokens; audio "b t L 768";
-        frame_idx "b t" (24 fps grid). Image tokens are taken at ``image_idx`` (default ``frame_idx``)."""
-        tokens = self.image_proj(image)  # "b (48 16) 1024": 16 queries per frame of the 48-frame clip
-        tokens = select_keyframe_tokens(tokens, frame_idx if image_idx is None else image_idx)
-        context = torch.cat([text.to(tokens.dtype), tokens], dim=1)
-        return self.unet(x, timesteps, context=context, audio=audio, fs=fs, frame_idx=frame_idx)
 
 
 def set_trainable(denoiser: KeyVIDDenoiser, mode: str) -> int:
@@ -91,44 +74,32 @@ def interpolation_window(sample: dict, num_frames: int = 12, seed: int = 0) -> d
 
 
 class BatchConditioner:
-    """Turns a collated batch into (latents, conditions) for ``DiffusionSchedule.training_loss``."""
+    """Turns a collated batch into (latents, conditions) for ``DiffusionSchedule.training_loss``: the
+    stage's concat condition and the raw encodings (``keyvid.diffusion.denoiser``), with condition
+    dropout applied per sample before the trainable projectors see them."""
 
-    def __init__(self, encoders: Encoders, device, dtype, *, interpolator: bool, audio_layout: str = "aligned",
-                 uncond_prob: float = 0.05, cond_dropout: str = "branches"):
-        self.enc, self.device, self.dtype = encoders, device, dtype
-        self.interpolator, self.audio_layout, self.uncond_prob = interpolator, audio_layout, uncond_prob
-        self.cond_dropout = cond_dropout
-        with torch.no_grad():  # upstream's null conditions: empty text, zero image, zero mel
-            self.null = {
-                "text": encoders.clip_text([""]).to(dtype),
-                "image": encoders.clip_image(torch.zeros(1, 3, 64, 64, device=device)).to(dtype),
-                "audio_tokens": encoders.audio(torch.zeros(1, 1, 128, 204, device=device, dtype=dtype)),
-            }
+    def __init__(self, encoders: Encoders, device, dtype, *, stage: str, uncond_prob: float = 0.05,
+                 cond_dropout: str = "branches"):
+        self.enc, self.device, self.dtype, self.stage = encoders, device, dtype, stage
+        self.uncond_prob, self.cond_dropout = uncond_prob, cond_dropout
+        self.null = null_conditions(encoders, device, dtype)
+
+    def latents(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """"b c t h w" latents of the batch's clips: a fresh posterior sample."""
+        if "latent_moments" in batch:  # precomputed offline (data_prep/latents.py)
+            return self.enc.vae.sample_moments(batch["latent_moments"].to(self.device), generator).to(self.dtype)
+        return self.enc.vae.encode(batch["video"].to(self.device, self.dtype), generator).to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         dev, dt = self.device, self.dtype
-        frame_idx = batch["frame_idx"].to(dev)
-        if "latent_moments" in batch:  # precomputed offline (data_prep/latents.py): a fresh posterior sample
-            latents = self.enc.vae.sample_moments(batch["latent_moments"].to(dev), generator).to(dt)
-        else:
-            latents = self.enc.vae.encode(batch["video"].to(dev, dt), generator).to(dt)  # "b c t h w" in [-1, 1]
-        if self.interpolator:  # Fig. 6b: keyframe latents at their positions, zeros elsewhere
-            mask = batch["is_key"].to(dev)[:, None, :, None, None]
-            concat = latents * mask
-        else:  # the first frame's latent repeated over time (DynamiCrafter)
-            concat = latents[:, :, :1].expand_as(latents)
-        raw = {
-            "text": self.enc.clip_text(list(batch["caption"])).to(dt),
-            "image": self.enc.clip_image(batch["first_frame"].to(dev, dt)).to(dt),
-            "audio": self.enc.audio(batch["mel"].to(dev, dt)),
-        }
-        null = {"text": self.null["text"], "image": self.null["image"], "audio": self.null["audio_tokens"]}
-        raw = drop_conditions(raw, null, generator, self.uncond_prob, self.cond_dropout)
-        audio = audio_tokens_per_frame(raw["audio"], frame_idx, layout=self.audio_layout)
-        fs = torch.as_tensor(batch["fs"], device=dev)
-        cond = {"concat": concat, "text": raw["text"], "image": raw["image"], "audio": audio.to(dt),
-                "fs": fs, "frame_idx": frame_idx}
+        latents = self.latents(batch, generator)
+        concat = concat_condition(self.stage, latents, batch.get("is_key"))
+        raw = encode_conditions(self.enc, batch["caption"], batch["first_frame"].to(dev, dt),
+                                batch["mel"].to(dev, dt), dt).as_dict()
+        raw = drop_conditions(raw, self.null.as_dict(), generator, self.uncond_prob, self.cond_dropout)
+        cond = {"concat": concat, **raw, "fs": torch.as_tensor(batch["fs"], device=dev),
+                "frame_idx": batch["frame_idx"].to(dev)}
         return latents, cond
 
 
@@ -168,7 +139,7 @@ def setup_denoiser(cfg_model, gradient_checkpointing: bool = False, *, compile_b
         unet.compile_blocks()
     if compile_model:
         unet.compile(dynamic=False)
-    denoiser = KeyVIDDenoiser(unet, image_proj)
+    denoiser = KeyVIDDenoiser(unet, image_proj, cfg_model.stage, cfg_model.audio_layout)
     set_trainable(denoiser, cfg_model.trainable)
     return denoiser
 
@@ -178,20 +149,25 @@ def sample_preview(denoiser: KeyVIDDenoiser, conditioner: BatchConditioner, batc
                    seed: int = 0) -> torch.Tensor:
     """A short guided DDIM sample for the first clip of ``batch`` (training previews): "t h w c" uint8.
 
-    Uses the raw UNet with projected context, as the pipeline does; the scales are the paper's.
-    """
-    from keyvid.diffusion.sampling import ddim_sample
-
-    first = {k: (v[:1] if isinstance(v, torch.Tensor) else v[:1]) for k, v in batch.items()}
-    latents, cond = conditioner(first)
-    idx = cond["frame_idx"]
-    tokens = select_keyframe_tokens(denoiser.image_proj(cond["image"]), idx)
-    null_tokens = select_keyframe_tokens(denoiser.image_proj(conditioner.null["image"]), idx[:1])
-    null_audio = audio_tokens_per_frame(conditioner.null["audio_tokens"], idx[:1], layout=conditioner.audio_layout)
-    sample_cond = {"concat": cond["concat"], "context": torch.cat([cond["text"].to(tokens.dtype), tokens], 1),
-                   "audio": cond["audio"], "fs": cond["fs"], "frame_idx": idx}
-    null = {"text": conditioner.null["text"], "image": null_tokens, "audio": null_audio}
-    g = torch.Generator(device=latents.device).manual_seed(seed)
-    z = ddim_sample(denoiser.unet, latents.shape, sample_cond, null, steps=steps, generator=g)
+    The pipeline's path (``KeyVIDDenoiser.sample``) at the paper's scales, in eval mode (no dropout) and
+    without condition dropout. Its randomness comes from its own generator and the global random
+    state is restored after it, so a run with previews trains exactly as one without."""
+    first = {k: v[:1] for k, v in batch.items()}
+    dev, dt = conditioner.device, conditioner.dtype
+    was_training = denoiser.training
+    denoiser.eval()  # no dropout in a sample
+    try:
+        with torch.random.fork_rng(devices=[dev] if torch.device(dev).type == "cuda" else []):
+            g = torch.Generator(device=dev).manual_seed(seed)
+            latents = conditioner.latents(first, g)
+            enc = encode_conditions(conditioner.enc, first["caption"], first["first_frame"].to(dev, dt),
+                                    first["mel"].to(dev, dt), dt)
+            x = torch.randn(latents.shape, generator=g, device=dev, dtype=latents.dtype)
+            concat = concat_condition(denoiser.stage, latents, first.get("is_key"))
+            z = denoiser.sample(x, enc, conditioner.null, concat=concat, frame_idx=first["frame_idx"].to(dev),
+                                fs=torch.as_tensor(first["fs"], device=dev), schedule=DiffusionSchedule(),
+                                steps=steps, scales=GuidanceScales(), guidance_rescale=0.7, eta=1.0, generators=g)
+    finally:
+        denoiser.train(was_training)
     video = conditioner.enc.vae.decode(z)[0]  # "c t h w" in about [-1, 1]
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu()

@@ -54,3 +54,30 @@ def test_generator_trains_under_deepspeed(tiny_shards, tmp_path, launcher):
     assert norms and all(math.isfinite(v) and v > 0 for v in norms), norms
     unet = KeyframeUNet.from_pretrained(tmp_path / "export" / "unet")
     assert unet.input_blocks[1][1].transformer_blocks[0].attn2.beta.dim() == 0
+
+
+def test_previews_do_not_change_the_training_run(tiny_shards, tmp_path):
+    """A preview samples in eval mode from its own generator and restores the global random state, so
+    the losses of a run with previews at every step are those of the same run without (they differed
+    when the preview's dropout and posterior sample drew from the global stream)."""
+    args = ("debug=tiny", f"data.train_shards='{tiny_shards}'", "train.max_steps=3", "model.trainable=full")
+    plain = losses(run_script("train_generator.py", *args, f"run_dir={tmp_path / 'a'}", "train.sample_every=0").stdout)
+    shown = losses(run_script("train_generator.py", *args, f"run_dir={tmp_path / 'b'}", "train.sample_every=1").stdout)
+    assert sorted(plain) == [1, 2, 3] and shown == plain
+    assert len(list((tmp_path / "b" / "samples").glob("step-*.mp4"))) == 3
+
+
+def test_validation_loss_on_val_shards_leaves_training_unchanged(tiny_shards, tmp_path):
+    """data.val_shards is real: a validation loss every train.val_every steps and at the last, logged as
+    val_loss, on the same batches, timesteps and noise each time; the training losses are those of the
+    run without it."""
+    args = ("debug=tiny", f"data.train_shards='{tiny_shards}'", "train.max_steps=3", "model.trainable=full")
+    plain = run_script("train_interpolator.py", *args, f"run_dir={tmp_path / 'a'}").stdout
+    val = run_script("train_interpolator.py", *args, f"run_dir={tmp_path / 'b'}", f"data.val_shards='{tiny_shards}'",
+                     "train.val_every=2", "train.val_batches=2").stdout
+    assert losses(val) == losses(plain) and sorted(losses(plain)) == [1, 2, 3]
+    vals = {int(s): float(v) for s, v in re.findall(r"^val step (\d+) val_loss=([0-9.eE+-]+)", val, re.M)}
+    assert sorted(vals) == [2, 3] and all(math.isfinite(v) and v > 0 for v in vals.values()), vals
+    bad = run_script("train_interpolator.py", *args, f"run_dir={tmp_path / 'c'}", "data.val_shards=/nowhere/v.tar",
+                     check=False)
+    assert bad.returncode != 0 and "data.val_shards" in bad.stderr + bad.stdout

@@ -169,3 +169,25 @@ def test_build_encoders_kinds():
     assert isinstance(enc.vae, PixelVAE) and enc.vae.factor == 4
     with pytest.raises(ValueError, match="encoders.kind='vqgan'.*pixel"):
         build_encoders(OmegaConf.create({"kind": "vqgan"}))
+
+
+def test_clip_resize_is_upstreams_antialiased_bicubic():
+    """Our resize (no private helper of another library) equals kornia's antialiased bicubic as
+    diffusers carries it for SVD, where that helper still exists; and it blurs before downsampling."""
+    from keyvid.models.encoders import resize_antialiased
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 320, 512, generator=g) * 2 - 1
+    out = resize_antialiased(x, (224, 224))
+    assert out.shape == (2, 3, 224, 224)
+    plain = torch.nn.functional.interpolate(x, size=(224, 224), mode="bicubic", align_corners=True)
+    assert out.std() < plain.std()  # the blur removes what a plain downsample aliases
+    try:
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+            _resize_with_antialiasing as reference,
+        )
+    except ImportError:  # diffusers may drop its private helper; the blur check above still holds
+        return
+    for shape in ((2, 3, 320, 512), (1, 3, 16, 24), (1, 3, 1000, 700)):
+        y = torch.rand(*shape, generator=g) * 2 - 1
+        torch.testing.assert_close(resize_antialiased(y, (224, 224)), reference(y, (224, 224)), rtol=0, atol=1e-6)

@@ -46,3 +46,10 @@ def test_run_dir_rules(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="run_dir"):
         resolve_run_dir(None, tmp_path, "gen")
+
+
+def test_train_state_reads_checkpoints_with_dropped_fields():
+    """TrainState.epoch was never used and is gone; a checkpoint that still has it loads."""
+    state = TrainState()
+    state.load_state_dict({"step": 7, "samples_seen": 14, "epoch": 0, "last_loss": 0.5, "skipped_nonfinite": 0})
+    assert state.step == 7 and not hasattr(state, "epoch") and "epoch" not in state.state_dict()

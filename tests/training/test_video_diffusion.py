@@ -3,7 +3,8 @@ import torch
 from omegaconf import OmegaConf
 
 from keyvid.models.builders import image_projector, unet
-from keyvid.training.video_diffusion import KeyVIDDenoiser, interpolation_window, set_trainable
+from keyvid.diffusion.denoiser import KeyVIDDenoiser
+from keyvid.training.video_diffusion import interpolation_window, set_trainable
 
 
 def test_upstream_trainable_subset():
@@ -73,7 +74,7 @@ def test_setup_denoiser_compile_and_channels_last_keep_checkpoint_layout():
     cfg = OmegaConf.create({
         "unet": {"_target_": "keyvid.models.builders.unet", "size": "tiny"},
         "image_proj": {"_target_": "keyvid.models.builders.image_projector", "size": "tiny"},
-        "pretrained": None, "trainable": "full",
+        "pretrained": None, "trainable": "full", "stage": "generator", "audio_layout": "aligned",
     })
     plain = setup_denoiser(cfg)
     fast = setup_denoiser(cfg, compile_blocks=True, channels_last=True)
@@ -95,7 +96,7 @@ def test_setup_denoiser_checkpoint_levels():
     cfg = OmegaConf.create({
         "unet": {"_target_": "keyvid.models.builders.unet", "size": "tiny"},
         "image_proj": {"_target_": "keyvid.models.builders.image_projector", "size": "tiny"},
-        "pretrained": None, "trainable": "upstream",
+        "pretrained": None, "trainable": "upstream", "stage": "generator", "audio_layout": "aligned",
     })
     denoiser = setup_denoiser(cfg, True, checkpoint_levels=[0])
     assert denoiser.unet.gradient_checkpointing and denoiser.unet.checkpoint_levels == {0}

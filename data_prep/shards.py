@@ -277,3 +277,19 @@ def write_shards(
     summary["urls"] = str(out_dir / f"{split}-{{000000..{last:06d}}}.tar") if plan else None
     summary["records"] = str(out_dir / "records" / split)
     return summary
+
+
+def write_tiny_shards(root: str | Path) -> str:
+    """8 synthetic clips at 64x96 -> 2 train shards under ``root/shards``, the input of ``debug=tiny``
+    training in the tests and ``bench/faults.py``; written once (an existing set is reused). Returns
+    the shard pattern."""
+    from data_prep.ingest import list_videos
+    from data_prep.synthetic import ClipSpec, write_dataset
+
+    root = Path(root)
+    if not (root / "shards" / "train-000001.json").exists():
+        write_dataset(root / "synthetic", num_clips=8, seed=3, spec=ClipSpec(64, 96), test_fraction=0.25)
+        records = list_videos(root / "synthetic", "avsyncd", "train")
+        write_shards(records, root / "shards", "train", ShardConfig(ingest_kwargs={"height": 64, "width": 96}),
+                     videos_per_shard=3)
+    return f"{root}/shards/train-{{000000..000001}}.tar"

@@ -38,16 +38,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory):
     """Synthetic clips at 64x96 -> WebDataset shards (train: 2 shards), as the trainers read them."""
-    from data_prep.ingest import list_videos
-    from data_prep.shards import ShardConfig, write_shards
-    from data_prep.synthetic import ClipSpec, write_dataset
+    from data_prep.shards import write_tiny_shards
 
-    root = tmp_path_factory.mktemp("tiny_data")
-    write_dataset(root / "synthetic", num_clips=8, seed=3, spec=ClipSpec(64, 96), test_fraction=0.25)
-    out = root / "shards"
-    records = list_videos(root / "synthetic", "avsyncd", "train")
-    cfg = ShardConfig(ingest_kwargs={"height": 64, "width": 96})
-    write_shards(records, out, "train", cfg, videos_per_shard=3)
-    shards = sorted(out.glob("train-*.tar"))
+    pattern = write_tiny_shards(tmp_path_factory.mktemp("tiny_data"))
+    shards = sorted(Path(pattern).parent.glob("train-*.tar"))
     assert len(shards) == 2, shards
-    return f"{out}/train-{{000000..000001}}.tar"
+    return pattern

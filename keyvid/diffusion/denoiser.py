@@ -105,16 +105,24 @@ class KeyVIDDenoiser(nn.Module):
         self.unet, self.image_proj = unet, image_proj
         self.stage, self.audio_layout, self.num_frames = stage, audio_layout, num_frames
 
+    def _image_tokens(self, image: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """"b|1 257 1280" CLIP tokens -> "b (t 16) d" projected tokens of the frames ``idx`` "b|1 t"."""
+        tokens, idx = _same_batch(self.image_proj(image), idx)
+        return select_keyframe_tokens(tokens, idx)
+
+    def _audio_tokens(self, audio: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """"b|1 N 768" ImageBind tokens -> "b t L 768" for the frames ``idx`` "b|1 t"."""
+        audio, idx = _same_batch(audio, idx)
+        return audio_tokens_per_frame(audio, idx, self.num_frames, layout=self.audio_layout)
+
     def unet_inputs(self, enc: Encoded, frame_idx: torch.Tensor, fs: torch.Tensor,
                     image_idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The UNet's keyword inputs for the frames ``frame_idx`` "b|1 t" of the 48 (image tokens at
         ``image_idx``, default ``frame_idx``): context "b (77 + t*16) 1024", audio "b t L 768", fs, frame_idx."""
-        image_idx = frame_idx if image_idx is None else image_idx
-        tokens, image_idx = _same_batch(self.image_proj(enc.image), image_idx)
-        tokens = select_keyframe_tokens(tokens, image_idx)
+        tokens = self._image_tokens(enc.image, frame_idx if image_idx is None else image_idx)
         text, tokens = _same_batch(enc.text.to(tokens.dtype), tokens)
-        audio, frame_idx = _same_batch(enc.audio, frame_idx)
-        audio = audio_tokens_per_frame(audio, frame_idx, self.num_frames, layout=self.audio_layout)
+        audio = self._audio_tokens(enc.audio, frame_idx)
+        frame_idx = _same_batch(frame_idx, audio)[0]
         return {"context": torch.cat([text, tokens], dim=1), "audio": audio, "fs": fs, "frame_idx": frame_idx}
 
     def conditioning(self, enc: Encoded, concat: torch.Tensor, frame_idx: torch.Tensor,
@@ -125,10 +133,8 @@ class KeyVIDDenoiser(nn.Module):
     def null_branches(self, null: Encoded, frame_idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The null entries of the guidance branches (``guidance_branches``) for the frames ``frame_idx``:
         "text" null text tokens, "image" projected null image tokens, "audio" null audio tokens."""
-        tokens, idx = _same_batch(self.image_proj(null.image), frame_idx)
-        audio, idx_a = _same_batch(null.audio, frame_idx)
-        return {"text": null.text, "image": select_keyframe_tokens(tokens, idx),
-                "audio": audio_tokens_per_frame(audio, idx_a, self.num_frames, layout=self.audio_layout)}
+        return {"text": null.text, "image": self._image_tokens(null.image, frame_idx),
+                "audio": self._audio_tokens(null.audio, frame_idx)}
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, *, text: torch.Tensor, image: torch.Tensor,
                 audio: torch.Tensor, fs: torch.Tensor, frame_idx: torch.Tensor,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from keyvid.diffusion.denoiser import KeyVIDDenoiser, concat_condition, encode_conditions, null_conditions
+from keyvid.diffusion.denoiser import Encoded, KeyVIDDenoiser, concat_condition, encode_conditions, null_conditions
 from keyvid.diffusion.guidance import GuidanceScales, drop_conditions
 from keyvid.diffusion.schedule import DiffusionSchedule
 from keyvid.models.attention import TemporalTransformer
@@ -90,16 +90,20 @@ class BatchConditioner:
             return self.enc.vae.sample_moments(batch["latent_moments"].to(self.device), generator).to(self.dtype)
         return self.enc.vae.encode(batch["video"].to(self.device, self.dtype), generator).to(self.dtype)
 
+    def encode(self, batch: dict) -> Encoded:
+        """The batch's captions, first frames and mels through the frozen encoders (no dropout)."""
+        dev, dt = self.device, self.dtype
+        return encode_conditions(self.enc, batch["caption"], batch["first_frame"].to(dev, dt),
+                                 batch["mel"].to(dev, dt), dt)
+
     @torch.no_grad()
     def __call__(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        dev, dt = self.device, self.dtype
         latents = self.latents(batch, generator)
         concat = concat_condition(self.stage, latents, batch.get("is_key"))
-        raw = encode_conditions(self.enc, batch["caption"], batch["first_frame"].to(dev, dt),
-                                batch["mel"].to(dev, dt), dt).as_dict()
-        raw = drop_conditions(raw, self.null.as_dict(), generator, self.uncond_prob, self.cond_dropout)
-        cond = {"concat": concat, **raw, "fs": torch.as_tensor(batch["fs"], device=dev),
-                "frame_idx": batch["frame_idx"].to(dev)}
+        raw = drop_conditions(self.encode(batch).as_dict(), self.null.as_dict(), generator, self.uncond_prob,
+                              self.cond_dropout)
+        cond = {"concat": concat, **raw, "fs": torch.as_tensor(batch["fs"], device=self.device),
+                "frame_idx": batch["frame_idx"].to(self.device)}
         return latents, cond
 
 
@@ -153,15 +157,14 @@ def sample_preview(denoiser: KeyVIDDenoiser, conditioner: BatchConditioner, batc
     without condition dropout. Its randomness comes from its own generator and the global random
     state is restored after it, so a run with previews trains exactly as one without."""
     first = {k: v[:1] for k, v in batch.items()}
-    dev, dt = conditioner.device, conditioner.dtype
+    dev = conditioner.device
     was_training = denoiser.training
     denoiser.eval()  # no dropout in a sample
     try:
         with torch.random.fork_rng(devices=[dev] if torch.device(dev).type == "cuda" else []):
             g = torch.Generator(device=dev).manual_seed(seed)
             latents = conditioner.latents(first, g)
-            enc = encode_conditions(conditioner.enc, first["caption"], first["first_frame"].to(dev, dt),
-                                    first["mel"].to(dev, dt), dt)
+            enc = conditioner.encode(first)
             x = torch.randn(latents.shape, generator=g, device=dev, dtype=latents.dtype)
             concat = concat_condition(denoiser.stage, latents, first.get("is_key"))
             z = denoiser.sample(x, enc, conditioner.null, concat=concat, frame_idx=first["frame_idx"].to(dev),
